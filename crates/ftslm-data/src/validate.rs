@@ -1,0 +1,626 @@
+//! Reading JSONL training files line by line, and saying precisely what is wrong.
+//!
+//! The original system skipped lines it could not parse; a user then trained on
+//! less data than they thought. Here every line is either a record or a
+//! [`Problem`] with its file, line, what is wrong and how to fix it, and loaders
+//! refuse a file that has any.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::record::{Answer, ChatMessage, InstructionRecord, Record, MEDICAL_IE_FIELDS};
+
+/// Which rules a file's records must follow beyond the basic record format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Output is an object with exactly the seven medical-IE fields, each string or null.
+    MedicalIe,
+    /// Any instruction or chat record.
+    Generic,
+    /// MedicalIe when the file's first record answers with any medical-IE field, else Generic.
+    Auto,
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Schema::MedicalIe => "medical-ie",
+            Schema::Generic => "generic",
+            Schema::Auto => "auto",
+        })
+    }
+}
+
+/// One thing wrong with one line of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: Option<usize>,
+    pub what: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)?;
+        if let Some(c) = self.column {
+            write!(f, ":{c}")?;
+        }
+        write!(f, ": {} — {}", self.what, self.fix)
+    }
+}
+
+/// Counts for one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    /// Non-blank lines.
+    pub lines: usize,
+    pub valid: usize,
+    pub invalid: usize,
+    pub schema: Schema,
+}
+
+/// The outcome of validating a set of files together.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationReport {
+    pub files: Vec<FileSummary>,
+    pub problems: Vec<Problem>,
+}
+
+impl ValidationReport {
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source} — check the path and its permissions")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} has {} invalid line(s); first: {}\nrun `ftslm data validate {}` to list them all", .path.display(), .problems.len(), .problems[0], .path.display())]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("{path} holds no records — it is empty")]
+    Empty { path: PathBuf },
+}
+
+/// A record with the (1-based) line it came from.
+#[derive(Debug, Clone)]
+pub struct LineRecord {
+    pub line: usize,
+    pub record: Record,
+}
+
+/// Reads every record of a JSONL file; any bad line makes the whole read fail
+/// with all problems listed, so training never silently runs on a subset.
+pub fn read_records(path: &Path) -> Result<Vec<LineRecord>, DataError> {
+    let text = read_text(path)?;
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (line, content) in numbered_lines(&text) {
+        match parse_line(path, line, content, Schema::Generic) {
+            Ok(record) => out.push(LineRecord { line, record }),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    if out.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// Validates files together: each line on its own, then duplicate narratives
+/// within a file and the same narrative in two files (train/validation overlap).
+pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationReport, DataError> {
+    let mut report = ValidationReport::default();
+    // Normalised narrative -> where it was first seen.
+    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+    for (file_index, path) in paths.iter().enumerate() {
+        let text = read_text(path)?;
+        let mut summary = FileSummary {
+            path: path.clone(),
+            lines: 0,
+            valid: 0,
+            invalid: 0,
+            schema,
+        };
+        if text.trim().is_empty() {
+            report.problems.push(Problem {
+                path: path.clone(),
+                line: 1,
+                column: None,
+                what: "file is empty".into(),
+                fix: "add one JSON record per line".into(),
+            });
+        }
+        for (line, content) in numbered_lines(&text) {
+            summary.lines += 1;
+            if summary.schema == Schema::Auto {
+                summary.schema = detect_schema(content);
+            }
+            let result = parse_line(path, line, content, summary.schema).and_then(|record| {
+                check_duplicate(&mut seen, paths, file_index, path, line, &record)?;
+                Ok(record)
+            });
+            match result {
+                Ok(_) => summary.valid += 1,
+                Err(mut problems) => {
+                    summary.invalid += 1;
+                    report.problems.append(&mut problems);
+                }
+            }
+        }
+        if summary.schema == Schema::Auto {
+            summary.schema = Schema::Generic;
+        }
+        report.files.push(summary);
+    }
+    Ok(report)
+}
+
+fn read_text(path: &Path) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Lines with their 1-based numbers; a final newline does not make an empty last line.
+fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    body.split('\n')
+        .enumerate()
+        .filter(move |_| !body.is_empty())
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+}
+
+fn detect_schema(line: &str) -> Schema {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(line) else {
+        return Schema::Auto;
+    };
+    match obj.get("output") {
+        Some(Value::Object(out)) if MEDICAL_IE_FIELDS.iter().any(|f| out.contains_key(*f)) => {
+            Schema::MedicalIe
+        }
+        _ => Schema::Generic,
+    }
+}
+
+fn normalise_narrative(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+fn check_duplicate(
+    seen: &mut HashMap<String, (usize, usize)>,
+    paths: &[PathBuf],
+    file_index: usize,
+    path: &Path,
+    line: usize,
+    record: &Record,
+) -> Result<(), Vec<Problem>> {
+    let key = normalise_narrative(record.input_text());
+    match seen.get(&key) {
+        None => {
+            seen.insert(key, (file_index, line));
+            Ok(())
+        }
+        Some(&(first_file, first_line)) if first_file == file_index => Err(vec![problem(
+            path,
+            line,
+            format!("duplicate input: the same narrative as line {first_line}"),
+            "remove one of the two records",
+        )]),
+        Some(&(first_file, first_line)) => Err(vec![problem(
+            path,
+            line,
+            format!(
+                "input also appears in {}:{first_line} (overlap between files)",
+                paths[first_file].display()
+            ),
+            "a narrative must be in only one split; remove it from one file",
+        )]),
+    }
+}
+
+fn problem(path: &Path, line: usize, what: impl Into<String>, fix: impl Into<String>) -> Problem {
+    Problem {
+        path: path.to_path_buf(),
+        line,
+        column: None,
+        what: what.into(),
+        fix: fix.into(),
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Parses one line into a record, or every problem found on it.
+pub fn parse_line(
+    path: &Path,
+    line: usize,
+    content: &str,
+    schema: Schema,
+) -> Result<Record, Vec<Problem>> {
+    if content.trim().is_empty() {
+        return Err(vec![problem(
+            path,
+            line,
+            "blank line",
+            "remove it: JSONL has one record on every line",
+        )]);
+    }
+    let value: Value = match serde_json::from_str(content) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![Problem {
+                path: path.to_path_buf(),
+                line,
+                column: Some(e.column()),
+                what: format!("invalid JSON: {e}"),
+                fix: "each line must be one complete JSON object".into(),
+            }])
+        }
+    };
+    let Value::Object(obj) = value else {
+        return Err(vec![problem(
+            path,
+            line,
+            format!("the line is {}, not a JSON object", type_name(&value)),
+            "write one object per line: {\"instruction\": ..., \"input\": ..., \"output\": ...}",
+        )]);
+    };
+    if obj.contains_key("messages") {
+        parse_chat(path, line, &obj)
+    } else {
+        parse_instruction(path, line, &obj, schema)
+    }
+}
+
+const INSTRUCTION_KEYS: [&str; 3] = ["instruction", "input", "output"];
+
+fn unknown_keys(
+    path: &Path,
+    line: usize,
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+) -> Vec<Problem> {
+    obj.keys()
+        .filter(|k| !allowed.contains(&k.as_str()) && k.as_str() != "id")
+        .map(|k| {
+            problem(
+                path,
+                line,
+                format!("unknown key \"{k}\""),
+                format!(
+                    "remove it; a record has only {} (and an optional id)",
+                    allowed.join(", ")
+                ),
+            )
+        })
+        .collect()
+}
+
+fn parse_instruction(
+    path: &Path,
+    line: usize,
+    obj: &Map<String, Value>,
+    schema: Schema,
+) -> Result<Record, Vec<Problem>> {
+    let mut problems = unknown_keys(path, line, obj, &INSTRUCTION_KEYS);
+    let mut text_field = |key: &str| -> Option<String> {
+        match obj.get(key) {
+            None => {
+                problems.push(problem(
+                    path,
+                    line,
+                    format!("missing required key \"{key}\""),
+                    "every record needs instruction, input and output (or a chat \"messages\" list)",
+                ));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                problems.push(problem(
+                    path,
+                    line,
+                    format!("\"{key}\" is {}, expected a string", type_name(other)),
+                    format!("write \"{key}\" as a JSON string"),
+                ));
+                None
+            }
+        }
+    };
+    let instruction = text_field("instruction");
+    let input = text_field("input");
+    if let Some(i) = &input {
+        if i.trim().is_empty() {
+            problems.push(problem(
+                path,
+                line,
+                "\"input\" is empty",
+                "fill in the narrative to extract from, or remove the record",
+            ));
+        }
+    }
+    let output = match obj.get("output") {
+        None => {
+            problems.push(problem(
+                path,
+                line,
+                "missing required key \"output\"",
+                "add the expected answer: an object of fields, or a string",
+            ));
+            None
+        }
+        Some(Value::Object(map)) => Some(Answer::Fields(map.clone())),
+        Some(Value::String(s)) => Some(Answer::Text(s.clone())),
+        Some(other) => {
+            problems.push(problem(
+                path,
+                line,
+                format!(
+                    "\"output\" is {}, expected an object or a string",
+                    type_name(other)
+                ),
+                "write the answer as a JSON object of fields (or a string)",
+            ));
+            None
+        }
+    };
+    if schema == Schema::MedicalIe {
+        check_medical_output(path, line, obj.get("output"), &mut problems);
+    }
+    match (instruction, input, output) {
+        (Some(instruction), Some(input), Some(output)) if problems.is_empty() => {
+            Ok(Record::Instruction(InstructionRecord {
+                instruction,
+                input,
+                output,
+            }))
+        }
+        _ => Err(problems),
+    }
+}
+
+fn check_medical_output(
+    path: &Path,
+    line: usize,
+    output: Option<&Value>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(Value::Object(map)) = output else {
+        if let Some(Value::String(_)) = output {
+            problems.push(problem(
+                path,
+                line,
+                "\"output\" is a string, but the medical-ie schema needs an object",
+                format!(
+                    "write an object with the fields {}",
+                    MEDICAL_IE_FIELDS.join(", ")
+                ),
+            ));
+        }
+        return;
+    };
+    for field in MEDICAL_IE_FIELDS {
+        match map.get(field) {
+            None => problems.push(problem(
+                path,
+                line,
+                format!("output is missing field \"{field}\""),
+                "add it, with null when the text does not state it",
+            )),
+            Some(Value::String(_)) | Some(Value::Null) => {}
+            Some(other) => problems.push(problem(
+                path,
+                line,
+                format!(
+                    "output.{field} is {}, expected a string or null",
+                    type_name(other)
+                ),
+                "write the value as a string (join several with \"; \") or null",
+            )),
+        }
+    }
+    for key in map.keys() {
+        if !MEDICAL_IE_FIELDS.contains(&key.as_str()) {
+            problems.push(problem(
+                path,
+                line,
+                format!("output has unexpected field \"{key}\""),
+                format!(
+                    "the medical-ie schema has exactly {}; remove it or use --schema generic",
+                    MEDICAL_IE_FIELDS.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+fn parse_chat(path: &Path, line: usize, obj: &Map<String, Value>) -> Result<Record, Vec<Problem>> {
+    let mut problems = unknown_keys(path, line, obj, &["messages"]);
+    let Some(Value::Array(items)) = obj.get("messages") else {
+        problems.push(problem(
+            path,
+            line,
+            "\"messages\" is not a list",
+            "write \"messages\": [{\"role\": \"user\", \"content\": ...}, {\"role\": \"assistant\", ...}]",
+        ));
+        return Err(problems);
+    };
+    let mut messages = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let role = item.get("role").and_then(Value::as_str);
+        let content = item.get("content").and_then(Value::as_str);
+        match (role, content) {
+            (Some(r @ ("system" | "user" | "assistant")), Some(c)) => {
+                messages.push(ChatMessage::new(r, c))
+            }
+            (Some(r), Some(_)) => problems.push(problem(
+                path,
+                line,
+                format!("messages[{i}].role is \"{r}\""),
+                "use system, user or assistant",
+            )),
+            _ => problems.push(problem(
+                path,
+                line,
+                format!("messages[{i}] needs string \"role\" and \"content\""),
+                "write each message as {\"role\": \"user\", \"content\": \"...\"}",
+            )),
+        }
+    }
+    if problems.is_empty() {
+        if messages.last().map(|m| m.role.as_str()) != Some("assistant") {
+            problems.push(problem(
+                path,
+                line,
+                "the last message is not from the assistant",
+                "end the conversation with the assistant's answer, which is what the model learns",
+            ));
+        }
+        match messages.iter().rev().find(|m| m.role == "user") {
+            None => problems.push(problem(
+                path,
+                line,
+                "no user message",
+                "add the user turn holding the text to extract from",
+            )),
+            Some(u) if u.content.trim().is_empty() => problems.push(problem(
+                path,
+                line,
+                "the user message is empty",
+                "fill in the text to extract from, or remove the record",
+            )),
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(Record::Chat(messages))
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(line: &str, schema: Schema) -> Vec<String> {
+        match parse_line(Path::new("f.jsonl"), 3, line, schema) {
+            Ok(_) => vec![],
+            Err(p) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"{"instruction":"x","input":"t","output":{"cancer_type":"a","stage":null,"gene_mutation":null,"biomarker":null,"treatment":"b","response":null,"metastasis_site":null}}"#;
+
+    #[test]
+    fn good_record_passes_medical_schema() {
+        assert!(check(GOOD, Schema::MedicalIe).is_empty());
+    }
+
+    #[test]
+    fn bad_json_names_line_and_column() {
+        let p = check(r#"{"instruction": "x", "input": }"#, Schema::Generic);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("f.jsonl:3:31: invalid JSON"), "{}", p[0]);
+    }
+
+    #[test]
+    fn each_problem_on_a_line_is_reported() {
+        let p = check(
+            r#"{"instruction": 5, "input": "  ", "output": {"cancer_type": 1, "grade": "x"}, "extra": 1}"#,
+            Schema::MedicalIe,
+        );
+        let all = p.join("\n");
+        assert!(all.contains("unknown key \"extra\""), "{all}");
+        assert!(
+            all.contains("\"instruction\" is a number, expected a string"),
+            "{all}"
+        );
+        assert!(all.contains("\"input\" is empty"), "{all}");
+        assert!(all.contains("output.cancer_type is a number"), "{all}");
+        assert!(all.contains("output is missing field \"stage\""), "{all}");
+        assert!(all.contains("unexpected field \"grade\""), "{all}");
+        assert!(p
+            .iter()
+            .all(|l| l.starts_with("f.jsonl:3: ") && l.contains(" — ")));
+    }
+
+    #[test]
+    fn chat_records_need_a_final_assistant_turn() {
+        assert!(check(
+            r#"{"messages":[{"role":"user","content":"t"},{"role":"assistant","content":"{}"}]}"#,
+            Schema::Generic
+        )
+        .is_empty());
+        let p = check(
+            r#"{"messages":[{"role":"user","content":"t"}]}"#,
+            Schema::Generic,
+        );
+        assert!(p[0].contains("not from the assistant"), "{p:?}");
+    }
+
+    #[test]
+    fn duplicates_and_overlap_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("train.jsonl");
+        let b = dir.path().join("validation.jsonl");
+        let rec = |input: &str| format!(r#"{{"instruction":"x","input":"{input}","output":"y"}}"#);
+        std::fs::write(
+            &a,
+            format!("{}\n{}\n{}\n", rec("one"), rec("two"), rec("One ")),
+        )
+        .unwrap();
+        std::fs::write(&b, format!("{}\n{}\n", rec("two"), rec("three"))).unwrap();
+        let report = validate_files(&[a.clone(), b.clone()], Schema::Auto).unwrap();
+        let lines: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("train.jsonl:3: duplicate input: the same narrative as line 1"));
+        assert!(lines[1].contains("validation.jsonl:1: input also appears in"));
+        assert_eq!(report.files[0].valid, 2);
+        assert_eq!(report.files[1].valid, 1);
+        assert_eq!(report.files[0].schema, Schema::Generic);
+    }
+
+    #[test]
+    fn read_records_refuses_a_file_with_any_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("t.jsonl");
+        std::fs::write(&a, format!("{GOOD}\nnot json\n")).unwrap();
+        let err = read_records(&a).unwrap_err().to_string();
+        assert!(err.contains("1 invalid line"), "{err}");
+        assert!(err.contains("t.jsonl:2:"), "{err}");
+    }
+}
