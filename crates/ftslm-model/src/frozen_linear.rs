@@ -1,0 +1,95 @@
+//! Frozen projection weights, behind one trait so that dense f32 matrices and
+//! quantized ones (NF4) are interchangeable in the layers. They never join an
+//! autograd graph: training only needs y = x·Wᵀ forward and dx = dy·W back.
+
+use std::fmt::Debug;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// A bias-free linear map with a fixed weight W [out_features, in_features].
+pub trait FrozenWeight: Debug + Send + Sync {
+    fn out_features(&self) -> usize;
+    fn in_features(&self) -> usize;
+
+    /// x [rows, in] → y = x·Wᵀ [rows, out]
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// dy [rows, out] → dx = dy·W [rows, in], the gradient reaching the input.
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor>;
+
+    /// W as a dense f32 [out, in] tensor (for merging an adapter or inspection).
+    fn to_dense(&self) -> Result<Tensor>;
+
+    /// Bytes the weight occupies in its stored form.
+    fn storage_bytes(&self) -> usize;
+}
+
+/// How a loader stores each frozen projection it reads. Loaders hand every
+/// projection weight over as f32 [out, in] and keep what this returns, so a
+/// quantizing format (NF4, implemented beside `nf4::Nf4Tensor`) can compress
+/// the checkpoint tensor by tensor while it streams.
+pub trait FrozenFormat {
+    fn freeze(&self, name: &str, weight: Tensor) -> Result<Box<dyn FrozenWeight>>;
+}
+
+/// Keeps projections as dense f32 matrices.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenseF32;
+
+impl FrozenFormat for DenseF32 {
+    fn freeze(&self, name: &str, weight: Tensor) -> Result<Box<dyn FrozenWeight>> {
+        Ok(Box::new(DenseWeight::new(name, weight)?))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DenseWeight {
+    /// [out, in] f32
+    weight: Tensor,
+}
+
+impl DenseWeight {
+    /// `name` is only used in the error when `weight` is not a 2-d f32 tensor.
+    pub fn new(name: &str, weight: Tensor) -> Result<Self> {
+        if weight.rank() != 2 || weight.dtype() != DType::F32 {
+            return Err(ModelError::Input(format!(
+                "frozen weight `{name}` must be a 2-d f32 tensor [out, in], got {:?} {:?}",
+                weight.dtype(),
+                weight.dims()
+            )));
+        }
+        Ok(DenseWeight { weight })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl FrozenWeight for DenseWeight {
+    fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?)
+    }
+
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor> {
+        Ok(dy.matmul(&self.weight)?)
+    }
+
+    fn to_dense(&self) -> Result<Tensor> {
+        Ok(self.weight.clone())
+    }
+
+    fn storage_bytes(&self) -> usize {
+        self.weight.elem_count() * self.weight.dtype().size_in_bytes()
+    }
+}

@@ -1,0 +1,88 @@
+//! One decoder layer, forward with its saved internals and backward:
+//!
+//!   mid = x + attention(input_layernorm(x))
+//!   out = mid + mlp(post_attention_layernorm(mid))
+//!
+//! The residual adds pass the gradient through unchanged, so each branch's
+//! input gradient is added to it.
+
+use std::ops::Range;
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::grad::attention::{attention_backward, attention_forward, AttentionCache};
+use crate::grad::linear::{LayerAdapter, LayerGrads};
+use crate::grad::mlp::{mlp_backward, mlp_forward, MlpCache};
+use crate::grad::rmsnorm::rms_norm_backward;
+use crate::llama::DecoderLayer;
+use crate::rope::RopeTables;
+
+/// Everything the layer's backward reads. Under gradient checkpointing it
+/// exists for one layer at a time, rebuilt from the layer's input.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    /// x [tokens, hidden]
+    input: Tensor,
+    attention: AttentionCache,
+    /// mid [tokens, hidden]
+    mid: Tensor,
+    mlp: MlpCache,
+}
+
+/// x [tokens, hidden] → out [tokens, hidden] and the cache.
+pub fn layer_forward(
+    layer: &DecoderLayer,
+    lora: &LayerAdapter,
+    x: &Tensor,
+    rope: &RopeTables,
+    segments: &[Range<usize>],
+) -> Result<(Tensor, LayerCache)> {
+    let normed = layer.input_layernorm.forward(x)?;
+    let (attended, attention) = attention_forward(&layer.self_attn, lora, &normed, rope, segments)?;
+    let mid = (x + attended)?;
+    let normed = layer.post_attention_layernorm.forward(&mid)?;
+    let (transformed, mlp) = mlp_forward(&layer.mlp, lora, &normed)?;
+    let out = (&mid + transformed)?;
+    let cache = LayerCache {
+        input: x.clone(),
+        attention,
+        mid,
+        mlp,
+    };
+    Ok((out, cache))
+}
+
+/// d_out [tokens, hidden] → (dx [tokens, hidden] unless `want_dx` is false,
+/// the layer's LoRA gradients).
+pub fn layer_backward(
+    layer: &DecoderLayer,
+    lora: &LayerAdapter,
+    rope: &RopeTables,
+    segments: &[Range<usize>],
+    cache: &LayerCache,
+    d_out: &Tensor,
+    want_dx: bool,
+) -> Result<(Option<Tensor>, LayerGrads)> {
+    let mut grads: LayerGrads = Default::default();
+    let d_normed = mlp_backward(&layer.mlp, lora, &cache.mlp, d_out, &mut grads)?;
+    let d_mid =
+        (d_out + rms_norm_backward(&layer.post_attention_layernorm, &cache.mid, &d_normed)?)?;
+    let d_normed = attention_backward(
+        &layer.self_attn,
+        lora,
+        rope,
+        segments,
+        &cache.attention,
+        &d_mid,
+        &mut grads,
+        want_dx,
+    )?;
+    let dx = match d_normed {
+        Some(d_normed) => {
+            Some((&d_mid + rms_norm_backward(&layer.input_layernorm, &cache.input, &d_normed)?)?)
+        }
+        None => None,
+    };
+    Ok((dx, grads))
+}

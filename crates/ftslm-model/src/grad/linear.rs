@@ -1,0 +1,171 @@
+//! Forward and backward of one projection: a frozen weight W plus an optional
+//! LoRA path, as PEFT computes it,
+//!
+//!   y = x·Wᵀ + s · ((x ⊙ keep)·Aᵀ)·Bᵀ        x [rows, in], y [rows, out]
+//!
+//! with A [r, in], B [out, r], s the adapter's scale and `keep` the dropout
+//! mask (0 or 1/(1−p)). W is only ever applied forward or transposed
+//! (`backward_input`), so quantized weights plug in; A and B get gradients.
+
+use candle_core::Tensor;
+
+use crate::error::{ModelError, Result};
+use crate::frozen_linear::FrozenWeight;
+use crate::lora::{LoraAdapter, LoraWeights, Projection};
+
+/// The LoRA matrices, scale and dropout masks of one decoder layer, indexed
+/// by `Projection::index()`. The masks are drawn before the layer runs so a
+/// checkpointed recomputation can be handed exactly the same ones.
+#[derive(Debug, Clone)]
+pub struct LayerAdapter<'a> {
+    pub weights: [Option<&'a LoraWeights>; 7],
+    pub scale: f64,
+    /// [rows, in] per adapted projection; None means no dropout.
+    pub keep: [Option<Tensor>; 7],
+}
+
+impl<'a> LayerAdapter<'a> {
+    /// No adapter at all: every projection is its frozen weight alone.
+    pub fn none() -> Self {
+        LayerAdapter {
+            weights: Default::default(),
+            scale: 0.0,
+            keep: Default::default(),
+        }
+    }
+
+    /// Layer `layer` of `adapter`, without dropout masks.
+    pub fn from_adapter(adapter: &'a LoraAdapter, layer: usize) -> Self {
+        let mut weights: [Option<&LoraWeights>; 7] = Default::default();
+        for projection in Projection::ALL {
+            weights[projection.index()] = adapter.get(layer, projection);
+        }
+        LayerAdapter {
+            weights,
+            scale: adapter.scale(),
+            keep: Default::default(),
+        }
+    }
+
+    pub fn linear<'b>(
+        &'b self,
+        projection: Projection,
+        base: &'b dyn FrozenWeight,
+    ) -> AdaptedLinear<'b> {
+        AdaptedLinear {
+            base,
+            lora: self.weights[projection.index()],
+            scale: self.scale,
+            keep: self.keep[projection.index()].as_ref(),
+        }
+    }
+}
+
+/// The gradients of one layer's LoRA matrices, indexed like `LayerAdapter`:
+/// `a` holds dL/dA [r, in] and `b` dL/dB [out, r].
+pub type LayerGrads = [Option<LoraWeights>; 7];
+
+/// One projection as the backward pass sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct AdaptedLinear<'a> {
+    pub base: &'a dyn FrozenWeight,
+    pub lora: Option<&'a LoraWeights>,
+    pub scale: f64,
+    /// [rows, in]
+    pub keep: Option<&'a Tensor>,
+}
+
+/// What the backward needs from the forward. The frozen path needs nothing
+/// (dx = dy·W does not depend on x); the LoRA path needs its masked input
+/// and the rank-r intermediate, both small next to W.
+#[derive(Debug, Clone)]
+pub struct LinearCache {
+    lora: Option<LoraCache>,
+}
+
+#[derive(Debug, Clone)]
+struct LoraCache {
+    /// x ⊙ keep [rows, in]; the same storage as x when there is no dropout.
+    x_kept: Tensor,
+    /// (x ⊙ keep)·Aᵀ [rows, r]
+    down: Tensor,
+}
+
+impl AdaptedLinear<'_> {
+    /// x [rows, in] → y [rows, out]
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, LinearCache)> {
+        let y = self.base.forward(x)?;
+        let Some(lora) = self.lora else {
+            return Ok((y, LinearCache { lora: None }));
+        };
+        let x_kept = match self.keep {
+            Some(keep) => x.mul(keep)?,
+            None => x.clone(),
+        };
+        let down = x_kept.matmul(&lora.a.t()?)?; // [rows, r]
+        let up = down.matmul(&lora.b.t()?)?; // [rows, out]
+        let y = (y + up.affine(self.scale, 0.0)?)?;
+        Ok((
+            y,
+            LinearCache {
+                lora: Some(LoraCache { x_kept, down }),
+            },
+        ))
+    }
+
+    /// dy [rows, out] → dx [rows, in] (None when `want_dx` is false: the
+    /// first layer's input leads only to the frozen embeddings) and, when the
+    /// projection is adapted, (dA [r, in], dB [out, r]).
+    pub fn backward(
+        &self,
+        cache: &LinearCache,
+        dy: &Tensor,
+        want_dx: bool,
+    ) -> Result<(Option<Tensor>, Option<LoraWeights>)> {
+        let dx_base = if want_dx {
+            Some(self.base.backward_input(dy)?)
+        } else {
+            None
+        };
+        let (lora, saved) =
+            match (self.lora, &cache.lora) {
+                (None, _) => return Ok((dx_base, None)),
+                (Some(lora), Some(saved)) => (lora, saved),
+                (Some(_), None) => return Err(ModelError::Input(
+                    "a LoRA projection's backward was given the cache of a forward without LoRA"
+                        .into(),
+                )),
+            };
+        // y_lora = s·down·Bᵀ. The scale goes on the rank-r tensors, the smallest.
+        let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
+        let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
+                                                                   // down = x_kept·Aᵀ
+        let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
+        let dx = match dx_base {
+            Some(dx_base) => {
+                let d_kept = d_down.matmul(&lora.a)?; // [rows, in]
+                                                      // The mask is constant, so the gradient is masked the same way.
+                let d_kept = match self.keep {
+                    Some(keep) => d_kept.mul(keep)?,
+                    None => d_kept,
+                };
+                Some((dx_base + d_kept)?)
+            }
+            None => None,
+        };
+        Ok((dx, Some(LoraWeights { a: da, b: db })))
+    }
+}
+
+/// dx of several projections that read the same input, summed; None when
+/// none was asked for.
+pub(crate) fn sum_inputs(parts: [Option<Tensor>; 3]) -> Result<Option<Tensor>> {
+    let mut total: Option<Tensor> = None;
+    for part in parts.into_iter().flatten() {
+        total = Some(match total {
+            Some(t) => (t + part)?,
+            None => part,
+        });
+    }
+    Ok(total)
+}

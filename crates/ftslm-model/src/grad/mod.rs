@@ -1,0 +1,25 @@
+//! The hand-written backward pass that trains LoRA adapters. Frozen weights
+//! never join an autograd graph: every layer's forward keeps what its
+//! backward needs, and the backward is written out per layer (RMSNorm, RoPE,
+//! grouped-query attention, SwiGLU, frozen linear + LoRA, chunked
+//! cross-entropy). [`loss_and_grads`] runs a packed row through the model
+//! and returns its loss and the adapter's gradients, recomputing each
+//! decoder layer in the backward (gradient checkpointing) unless told not to.
+//!
+//! Every layer function works in the dtype of its inputs, so the tests check
+//! them in f64 against finite differences.
+
+pub mod attention;
+pub mod cross_entropy;
+pub mod decoder;
+pub mod grads;
+pub mod linear;
+pub mod mlp;
+pub mod model;
+pub mod rmsnorm;
+pub mod rope;
+
+pub use cross_entropy::{chunked_cross_entropy, DEFAULT_CHUNK_TOKENS};
+pub use grads::AdapterGrads;
+pub use linear::{AdaptedLinear, LayerAdapter, LayerGrads};
+pub use model::{loss_and_grads, GradOptions, TrainingRow};

@@ -1,0 +1,30 @@
+//! ftslm-model owns the frozen base model and its adapter: the Llama
+//! architecture on candle tensors, checkpoint loaders (Hugging Face safetensors
+//! and GGUF), NF4 quantization bit-compatible with bitsandbytes, and LoRA
+//! adapters in PEFT's on-disk format.
+
+pub mod adapter_io;
+pub mod attention;
+pub mod config;
+pub mod error;
+pub mod frozen_gguf;
+pub mod frozen_linear;
+pub mod gguf_tokenizer;
+pub mod grad;
+mod json_fields;
+pub mod llama;
+pub mod loader;
+pub mod lora;
+pub mod loss;
+pub mod mlp;
+pub mod nf4;
+pub mod norm;
+pub mod rope;
+
+pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
+pub use error::{ModelError, Result};
+pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight};
+pub use llama::{DecoderLayer, LlamaModel};
+pub use loader::{NamedTensors, SafetensorsCheckpoint, WeightSource};
+pub use lora::{LoraAdapter, LoraDropout, LoraSettings, LoraWeights, Projection};
+pub use loss::{masked_mean_nll, masked_nll, TokenNll};

@@ -1,0 +1,306 @@
+//! The Llama decoder: token embedding, N × (RMSNorm → attention → residual,
+//! RMSNorm → SwiGLU → residual), final RMSNorm, LM head. One forward pass
+//! runs one packed row: tokens with their own positions and segment ids.
+
+use std::ops::Range;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::attention::Attention;
+use crate::config::LlamaConfig;
+use crate::error::{ModelError, Result};
+use crate::frozen_linear::{FrozenFormat, FrozenWeight};
+use crate::loader::{SafetensorsCheckpoint, WeightSource};
+use crate::lora::{LayerLora, LoraAdapter, LoraDropout, Projection};
+use crate::mlp::Mlp;
+use crate::norm::RmsNorm;
+use crate::rope::RotaryEmbedding;
+
+#[derive(Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+#[derive(Debug)]
+pub struct LlamaModel {
+    config: LlamaConfig,
+    /// [vocab, hidden]
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    /// [vocab, hidden]; the same tensor as `embed_tokens` when tied.
+    lm_head: Tensor,
+    rope: RotaryEmbedding,
+    device: Device,
+}
+
+impl LlamaModel {
+    /// Loads a Hugging Face model directory (config.json + safetensors),
+    /// storing the projections as `format` decides.
+    pub fn load_hf(dir: &Path, format: &dyn FrozenFormat, device: &Device) -> Result<Self> {
+        let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+        let mut checkpoint = SafetensorsCheckpoint::open(dir)?;
+        Self::from_weights(config, &mut checkpoint, format, device)
+    }
+
+    /// Builds the model from tensors with Hugging Face names, taking them one
+    /// by one so that only one unconverted tensor exists at a time.
+    pub fn from_weights(
+        config: LlamaConfig,
+        weights: &mut dyn WeightSource,
+        format: &dyn FrozenFormat,
+        device: &Device,
+    ) -> Result<Self> {
+        let (hidden, vocab) = (config.hidden_size, config.vocab_size);
+        let embed_tokens = take(
+            weights,
+            "model.embed_tokens.weight",
+            &[vocab, hidden],
+            device,
+        )?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for layer in 0..config.num_hidden_layers {
+            layers.push(load_layer(&config, layer, weights, format, device)?);
+        }
+        let norm = RmsNorm::new(
+            take(weights, "model.norm.weight", &[hidden], device)?,
+            config.rms_norm_eps,
+        );
+        let lm_head = if config.tie_word_embeddings {
+            embed_tokens.clone()
+        } else {
+            if !weights.contains("lm_head.weight") {
+                return Err(ModelError::MissingTensor {
+                    name: "lm_head.weight".into(),
+                    location: weights.location("lm_head.weight"),
+                    hint: "; config.json says tie_word_embeddings is false — if the model shares its embedding matrix with the LM head, set it to true".into(),
+                });
+            }
+            take(weights, "lm_head.weight", &[vocab, hidden], device)?
+        };
+        let rope = RotaryEmbedding::new(config.head_dim, &config.rope);
+        Ok(LlamaModel {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn layers(&self) -> &[DecoderLayer] {
+        &self.layers
+    }
+
+    pub fn embed_tokens(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    /// [vocab, hidden]
+    pub fn lm_head(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    pub fn rotary_embedding(&self) -> &RotaryEmbedding {
+        &self.rope
+    }
+
+    /// Logits [tokens, vocab] of one packed row, without dropout.
+    ///
+    /// `positions` restart at 0 for each packed example; tokens with equal
+    /// `segments` ids form one example and attend causally only within it.
+    pub fn forward(
+        &self,
+        input_ids: &[u32],
+        positions: &[u32],
+        segments: &[u32],
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<Tensor> {
+        let hidden = self.final_hidden(input_ids, positions, segments, adapter, None)?;
+        Ok(hidden.matmul(&self.lm_head.t()?)?)
+    }
+
+    /// Like [`forward`](Self::forward) but with LoRA dropout drawn from `dropout`.
+    pub fn forward_training(
+        &self,
+        input_ids: &[u32],
+        positions: &[u32],
+        segments: &[u32],
+        adapter: &LoraAdapter,
+        dropout: &mut LoraDropout,
+    ) -> Result<Tensor> {
+        let hidden =
+            self.final_hidden(input_ids, positions, segments, Some(adapter), Some(dropout))?;
+        Ok(hidden.matmul(&self.lm_head.t()?)?)
+    }
+
+    /// The final-norm hidden states [tokens, hidden], before the LM head; a
+    /// loss can project them to the vocabulary a chunk of tokens at a time.
+    pub fn final_hidden(
+        &self,
+        input_ids: &[u32],
+        positions: &[u32],
+        segments: &[u32],
+        adapter: Option<&LoraAdapter>,
+        mut dropout: Option<&mut LoraDropout>,
+    ) -> Result<Tensor> {
+        let runs = self.check_row(input_ids, positions, segments)?;
+        if let Some(adapter) = adapter {
+            adapter.check_fits(&self.config)?;
+        }
+        let ids = Tensor::new(input_ids, &self.device)?;
+        let rope = self.rope.tables(positions, &self.device)?;
+
+        let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
+        for (index, layer) in self.layers.iter().enumerate() {
+            let mut lora = LayerLora::new(adapter, index, dropout.as_deref_mut());
+            // attention block, pre-norm residual
+            let normed = layer.input_layernorm.forward(&h)?;
+            let attended = layer.self_attn.forward(&normed, &rope, &runs, &mut lora)?;
+            h = (h + attended)?;
+            // feed-forward block, pre-norm residual
+            let normed = layer.post_attention_layernorm.forward(&h)?;
+            let transformed = layer.mlp.forward(&normed, &mut lora)?;
+            h = (h + transformed)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// Checks one packed row and returns the token ranges of its examples.
+    pub(crate) fn check_row(
+        &self,
+        input_ids: &[u32],
+        positions: &[u32],
+        segments: &[u32],
+    ) -> Result<Vec<Range<usize>>> {
+        let tokens = input_ids.len();
+        if tokens == 0 {
+            return Err(ModelError::Input("the row has no tokens".into()));
+        }
+        if positions.len() != tokens || segments.len() != tokens {
+            return Err(ModelError::Input(format!(
+                "the row has {tokens} token ids but {} positions and {} segment ids; give one of each per token",
+                positions.len(),
+                segments.len()
+            )));
+        }
+        if let Some((i, &id)) = input_ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::Input(format!(
+                "token {i} has id {id}, outside the model's vocabulary of {}",
+                self.config.vocab_size
+            )));
+        }
+        segment_runs(segments)
+    }
+}
+
+/// The maximal runs of equal segment ids. An id that comes back after another
+/// one would make its example non-contiguous, which packing never produces.
+pub fn segment_runs(segments: &[u32]) -> Result<Vec<Range<usize>>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for (i, &segment) in segments.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if segments[run.start] == segment => run.end = i + 1,
+            _ => {
+                if let Some(earlier) = runs.iter().find(|r| segments[r.start] == segment) {
+                    return Err(ModelError::Input(format!(
+                        "segment id {segment} appears at tokens {}..{} and again at token {i}; each packed example must be contiguous",
+                        earlier.start, earlier.end
+                    )));
+                }
+                runs.push(i..i + 1);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn load_layer(
+    config: &LlamaConfig,
+    layer: usize,
+    weights: &mut dyn WeightSource,
+    format: &dyn FrozenFormat,
+    device: &Device,
+) -> Result<DecoderLayer> {
+    let prefix = format!("model.layers.{layer}");
+    let hidden = config.hidden_size;
+    let norm = |weights: &mut dyn WeightSource, name: &str| -> Result<RmsNorm> {
+        let weight = take(
+            weights,
+            &format!("{prefix}.{name}.weight"),
+            &[hidden],
+            device,
+        )?;
+        Ok(RmsNorm::new(weight, config.rms_norm_eps))
+    };
+    let input_layernorm = norm(weights, "input_layernorm")?;
+    let post_attention_layernorm = norm(weights, "post_attention_layernorm")?;
+    let mut projection = |p: Projection| -> Result<Box<dyn FrozenWeight>> {
+        let (out_features, in_features) = p.shape(config);
+        let name = format!("{}.weight", p.module_path(layer));
+        let weight = take(weights, &name, &[out_features, in_features], device)?;
+        format.freeze(&name, weight)
+    };
+    let self_attn = Attention {
+        q_proj: projection(Projection::Q)?,
+        k_proj: projection(Projection::K)?,
+        v_proj: projection(Projection::V)?,
+        o_proj: projection(Projection::O)?,
+        num_heads: config.num_attention_heads,
+        num_kv_heads: config.num_key_value_heads,
+        head_dim: config.head_dim,
+    };
+    let mlp = Mlp {
+        gate_proj: projection(Projection::Gate)?,
+        up_proj: projection(Projection::Up)?,
+        down_proj: projection(Projection::Down)?,
+    };
+    Ok(DecoderLayer {
+        input_layernorm,
+        self_attn,
+        post_attention_layernorm,
+        mlp,
+    })
+}
+
+/// Takes a tensor and checks its shape against the config.
+fn take(
+    weights: &mut dyn WeightSource,
+    name: &str,
+    expected: &[usize],
+    device: &Device,
+) -> Result<Tensor> {
+    let tensor = weights.take_f32(name, device)?;
+    if tensor.dims() != expected {
+        return Err(ModelError::TensorShape {
+            name: name.to_string(),
+            location: weights.location(name),
+            expected: expected.to_vec(),
+            got: tensor.dims().to_vec(),
+            hint: "; does config.json belong to these weights?",
+        });
+    }
+    Ok(tensor)
+}

@@ -1,0 +1,238 @@
+//! Products with a frozen NF4 weight that never hold the whole matrix in f32:
+//! a tile of weight rows is decoded into a small buffer and reused for every
+//! input row before the next tile is decoded. Work is split across threads by
+//! weight columns of the result, so each thread decodes only its own part of W.
+
+use std::ops::Range;
+
+use super::{Nf4Error, Nf4Tensor, NF4_BLOCK_SIZE};
+
+/// f32 values in one decoded tile (256 KiB): big enough to amortise the
+/// streaming of the activations over many weight rows, small enough for L2.
+const TILE_VALUES: usize = 1 << 16;
+/// Below this many multiply-adds a product stays on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+impl Nf4Tensor {
+    /// The forward pass of a frozen linear layer:
+    /// `out[rows, out_features] = x[rows, in_features] · Wᵀ` (overwrites `out`).
+    pub fn matmul_t(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<(), Nf4Error> {
+        let [out_features, in_features] = self.shape();
+        check_activation("x", x.len(), rows, in_features)?;
+        check_activation("out", out.len(), rows, out_features)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let threads = worker_count(rows, self.shape(), out_features);
+        if threads == 1 {
+            self.matmul_t_columns(x, rows, 0..out_features, out, out_features);
+            return Ok(());
+        }
+        let parts = run_split(
+            split_range(out_features, threads, 1),
+            |columns, local| self.matmul_t_columns(x, rows, columns, local, local.len() / rows),
+            rows,
+        );
+        scatter_columns(&parts, rows, out, out_features);
+        Ok(())
+    }
+
+    /// The input gradient of a frozen linear layer:
+    /// `dx[rows, in_features] = dy[rows, out_features] · W` (overwrites `dx`).
+    pub fn matmul(&self, dy: &[f32], rows: usize, dx: &mut [f32]) -> Result<(), Nf4Error> {
+        let [out_features, in_features] = self.shape();
+        check_activation("dy", dy.len(), rows, out_features)?;
+        check_activation("dx", dx.len(), rows, in_features)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let threads = worker_count(rows, self.shape(), in_features.div_ceil(NF4_BLOCK_SIZE));
+        if threads == 1 {
+            self.matmul_columns(dy, rows, 0..in_features, dx, in_features);
+            return Ok(());
+        }
+        // Column ranges on block boundaries keep each decoded span to whole blocks.
+        let parts = run_split(
+            split_range(in_features, threads, NF4_BLOCK_SIZE),
+            |columns, local| self.matmul_columns(dy, rows, columns, local, local.len() / rows),
+            rows,
+        );
+        scatter_columns(&parts, rows, dx, in_features);
+        Ok(())
+    }
+
+    /// `dst[r, o - cols.start] = x[r, :] · W[o, :]` for `o` in `cols`;
+    /// `dst` rows are `dst_stride` apart.
+    fn matmul_t_columns(
+        &self,
+        x: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        dst: &mut [f32],
+        dst_stride: usize,
+    ) {
+        let in_features = self.in_features();
+        let tile_rows = (TILE_VALUES / in_features).max(1);
+        let mut tile = vec![0.0f32; tile_rows.min(cols.len()) * in_features]; // [tile_rows, in_features]
+        let mut first = cols.start;
+        while first < cols.end {
+            let count = tile_rows.min(cols.end - first);
+            let tile = &mut tile[..count * in_features];
+            for (t, weight_row) in tile.chunks_exact_mut(in_features).enumerate() {
+                self.decode_span((first + t) * in_features, weight_row);
+            }
+            for (r, x_row) in x.chunks_exact(in_features).take(rows).enumerate() {
+                let start = r * dst_stride + (first - cols.start);
+                let dst_row = &mut dst[start..start + count];
+                for (d, weight_row) in dst_row.iter_mut().zip(tile.chunks_exact(in_features)) {
+                    *d = dot(x_row, weight_row);
+                }
+            }
+            first += count;
+        }
+    }
+
+    /// `dst[r, i - cols.start] = Σ_o dy[r, o] · W[o, i]` for `i` in `cols`;
+    /// `dst` rows are `dst_stride` apart.
+    fn matmul_columns(
+        &self,
+        dy: &[f32],
+        rows: usize,
+        cols: Range<usize>,
+        dst: &mut [f32],
+        dst_stride: usize,
+    ) {
+        let [out_features, in_features] = self.shape();
+        let width = cols.len();
+        for r in 0..rows {
+            dst[r * dst_stride..r * dst_stride + width].fill(0.0);
+        }
+        let tile_rows = (TILE_VALUES / width).max(1);
+        let mut tile = vec![0.0f32; tile_rows.min(out_features) * width]; // [tile_rows, width]
+        let mut first = 0;
+        while first < out_features {
+            let count = tile_rows.min(out_features - first);
+            let tile = &mut tile[..count * width];
+            for (t, weight_part) in tile.chunks_exact_mut(width).enumerate() {
+                self.decode_span((first + t) * in_features + cols.start, weight_part);
+            }
+            for (r, dy_row) in dy.chunks_exact(out_features).take(rows).enumerate() {
+                let dst_row = &mut dst[r * dst_stride..r * dst_stride + width];
+                for (&gradient, weight_part) in dy_row[first..first + count]
+                    .iter()
+                    .zip(tile.chunks_exact(width))
+                {
+                    axpy(gradient, weight_part, dst_row);
+                }
+            }
+            first += count;
+        }
+    }
+}
+
+fn check_activation(
+    buffer: &'static str,
+    actual: usize,
+    rows: usize,
+    features: usize,
+) -> Result<(), Nf4Error> {
+    let shape = [rows, features];
+    match rows.checked_mul(features) {
+        Some(expected) if expected == actual => Ok(()),
+        Some(expected) => Err(Nf4Error::BufferLength {
+            buffer,
+            shape,
+            expected,
+            actual,
+        }),
+        None => Err(Nf4Error::UnusableShape { shape }),
+    }
+}
+
+/// Threads worth using for `rows` activations against a `[out, in]` weight,
+/// never more than `max_parts` independent column ranges.
+fn worker_count(rows: usize, shape: [usize; 2], max_parts: usize) -> usize {
+    let macs = rows.saturating_mul(shape[0]).saturating_mul(shape[1]);
+    if macs < PARALLEL_MIN_MACS {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(max_parts).max(1)
+}
+
+/// Splits `0..len` into at most `parts` contiguous ranges whose starts are
+/// multiples of `align`.
+fn split_range(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
+    let chunk = len.div_ceil(parts).div_ceil(align) * align;
+    (0..len)
+        .step_by(chunk.max(1))
+        .map(|start| start..(start + chunk).min(len))
+        .collect()
+}
+
+/// Runs `work(columns, local)` for each column range on its own thread, each
+/// writing a private `[rows, columns.len()]` buffer.
+fn run_split<F>(ranges: Vec<Range<usize>>, work: F, rows: usize) -> Vec<(Range<usize>, Vec<f32>)>
+where
+    F: Fn(Range<usize>, &mut [f32]) + Sync,
+{
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .map(|columns| {
+                scope.spawn(move || {
+                    let mut local = vec![0.0f32; rows * columns.len()];
+                    work(columns.clone(), &mut local);
+                    (columns, local)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// Copies per-thread `[rows, range.len()]` buffers into their columns of `dst[rows, width]`.
+fn scatter_columns(parts: &[(Range<usize>, Vec<f32>)], rows: usize, dst: &mut [f32], width: usize) {
+    for (columns, local) in parts {
+        for (r, local_row) in local.chunks_exact(columns.len()).take(rows).enumerate() {
+            dst[r * width + columns.start..r * width + columns.end].copy_from_slice(local_row);
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators so the loop vectorises.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut sums = [0.0f32; LANES];
+    let mut a_chunks = a.chunks_exact(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    for (a8, b8) in (&mut a_chunks).zip(&mut b_chunks) {
+        for ((sum, p), q) in sums.iter_mut().zip(a8).zip(b8) {
+            *sum += p * q;
+        }
+    }
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(p, q)| p * q)
+        .sum();
+    sums.iter().sum::<f32>() + tail
+}
+
+/// `dst += alpha · src`.
+#[inline]
+fn axpy(alpha: f32, src: &[f32], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += alpha * s;
+    }
+}
