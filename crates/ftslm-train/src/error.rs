@@ -1,0 +1,115 @@
+//! What can stop a training run, each variant naming the file, step or option at
+//! fault and what to do about it.
+
+use std::path::PathBuf;
+
+use crate::engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training option `{key}`: {message}")]
+    Option { key: &'static str, message: String },
+
+    #[error("the training set is empty: provide at least one micro-batch of training data")]
+    EmptyTrainSet,
+
+    #[error(
+        "the evaluation set has no target tokens: every answer token was masked or truncated; \
+         check the validation file and max_seq_length"
+    )]
+    EmptyEvalSet,
+
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+
+    #[error(
+        "{}: checkpoint was written with {key} = {saved}, this run has {now}; \
+         restore the setting, or start over with --no-resume",
+        path.display()
+    )]
+    ResumeMismatch {
+        path: PathBuf,
+        key: &'static str,
+        saved: String,
+        now: String,
+    },
+
+    #[error("the model failed during {during} at step {step}: {source}")]
+    Engine {
+        during: &'static str,
+        step: u64,
+        #[source]
+        source: EngineError,
+    },
+
+    #[error(
+        "training diverged at step {step}: {what} is {value}; lower learning_rate, raise \
+         warmup_steps or max_grad_norm clipping, or check the data{}",
+        resume_hint(last_checkpoint)
+    )]
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f64,
+        last_checkpoint: Option<PathBuf>,
+    },
+
+    #[error(
+        "step {step} has no target tokens in its {micro_batches} micro-batch(es): every answer \
+         token was masked or truncated; raise max_seq_length or drop such examples"
+    )]
+    NoTargetTokens { step: u64, micro_batches: usize },
+
+    #[error(
+        "trainable tensor `{name}` has {actual} values but the optimizer state has {expected}; \
+         the adapter's shape changed since the checkpoint (different LoRA r or target_modules?)"
+    )]
+    ParameterShape {
+        name: String,
+        expected: usize,
+        actual: usize,
+    },
+}
+
+fn resume_hint(last: &Option<PathBuf>) -> String {
+    match last {
+        Some(p) => format!(" (the last good checkpoint is {})", p.display()),
+        None => String::new(),
+    }
+}
+
+impl TrainError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        TrainError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        TrainError::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn option(key: &'static str, message: impl Into<String>) -> Self {
+        TrainError::Option {
+            key,
+            message: message.into(),
+        }
+    }
+}
