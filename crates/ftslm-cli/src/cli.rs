@@ -1,0 +1,468 @@
+//! The command-line contract (DESIGN.md, "Command line"): every command and
+//! flag, declared with clap derive. Handlers live in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ftslm",
+    version,
+    about = "Fine-tune Llama-family models with QLoRA for structured information extraction",
+    long_about = "Fine-tune Llama-family models with QLoRA for structured information extraction, \
+measure how well they extract, and run the pipeline here or on an AWS GPU instance.",
+    after_help = "Start with `ftslm quickstart`: demo model, synthetic data, a short QLoRA run and before/after scores."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Folder holding training_config.yml/aws_config.yml (or training.yml/aws.yml)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Override one configuration value, e.g. --set training.learning_rate=1e-4 (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Do not look up Parameter Store; `ssm_param` leaves take their defaults
+    #[arg(long, global = true)]
+    pub no_ssm: bool,
+    /// More detail on stderr (repeatable)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Demo model, synthetic data, a short QLoRA run, before/after extraction scores
+    #[command(after_help = "Example: ftslm quickstart --steps 60 --out runs/quickstart")]
+    Quickstart(QuickstartArgs),
+    /// Validate, inspect, render and synthesize training data
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Show the resolved configuration and where each value came from
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect a model: architecture, parameter counts, QLoRA memory estimate
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Fine-tune with QLoRA
+    #[command(
+        after_help = "Example: ftslm train --model models/smollm2 --train-data train.jsonl --val-data validation.jsonl --max-steps 30"
+    )]
+    Train(TrainArgs),
+    /// Generate text from a prompt (chat template applied)
+    #[command(after_help = "Example: ftslm generate --model models/smollm2 --prompt 'Hello'")]
+    Generate(GenerateArgs),
+    /// Extract the task's fields from text as JSON
+    #[command(
+        after_help = "Example: ftslm extract --model models/smollm2 --adapter runs/q/final_model --text 'Stage IV melanoma...'"
+    )]
+    Extract(ExtractArgs),
+    /// Score extraction quality field by field on a labelled file
+    #[command(
+        after_help = "Example: ftslm eval --model models/smollm2 --data validation.jsonl --limit 100"
+    )]
+    Eval(EvalArgs),
+    /// Merge an adapter into full-precision weights (Hugging Face layout)
+    Merge(MergeArgs),
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Parameter Store entries for the AWS pipeline
+    #[command(subcommand)]
+    Params(ParamsCommand),
+    /// Drive the AWS training instance through Systems Manager
+    #[command(subcommand)]
+    Cloud(CloudCommand),
+    /// Training runs archived in S3
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Checkpoints on the training instance's volume
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+    /// Publish an adapter to the Hugging Face Hub
+    Push(PushArgs),
+    /// Show a run's metrics
+    Metrics(MetricsArgs),
+    /// Print a shell completion script
+    #[command(after_help = "Example: ftslm completions bash > /etc/bash_completion.d/ftslm")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Optimizer steps of the demo run
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Run directory
+    #[arg(long, default_value = "runs/quickstart")]
+    pub out: PathBuf,
+    /// Model to use instead of the demo model (directory, .gguf file or Hub id)
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data instead of synthetic records
+    #[arg(long, requires = "val_data")]
+    pub train_data: Option<PathBuf>,
+    /// Validation data instead of synthetic records
+    #[arg(long, requires = "train_data")]
+    pub val_data: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SchemaArg {
+    /// medical-ie when the first record answers with any medical-IE field
+    Auto,
+    /// Exactly the seven medical-IE fields, each a string or null
+    MedicalIe,
+    /// Any instruction or chat record
+    Generic,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Check every line; FILE:LINE: problem — fix; exit 1 if anything is invalid
+    #[command(after_help = "Example: ftslm data validate data/train.jsonl data/validation.jsonl")]
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        schema: SchemaArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts, null rate per field, and token lengths against max_seq_length
+    #[command(after_help = "Example: ftslm data stats data/train.jsonl --model models/smollm2")]
+    Stats {
+        file: PathBuf,
+        /// Model (or tokenizer) whose chat template and tokenizer measure token lengths
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Defaults to dataset.max_seq_length from the configuration
+        #[arg(long)]
+        max_seq_length: Option<usize>,
+        /// Rows per batch for the padding comparison (defaults to per_device_train_batch_size)
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write deterministic synthetic medical-IE records (train.jsonl, validation.jsonl)
+    #[command(after_help = "Example: ftslm data synth --out data/synthetic --seed 7")]
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4500)]
+        train: usize,
+        #[arg(long, default_value_t = 500)]
+        validation: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Show one record as the model sees it: text, token ids, which tokens carry loss
+    #[command(
+        after_help = "Example: ftslm data render --model models/smollm2 data/train.jsonl --index 3"
+    )]
+    Render {
+        file: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        /// 0-based record index
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        #[arg(long)]
+        max_seq_length: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Every resolved value with its source (default, file:LINE, ssm:/path, env, cli)
+    #[command(
+        after_help = "Example: ftslm config show --config-dir ../shared/reference/config --no-ssm --json"
+    )]
+    Show {
+        /// Kept for the original CLI's users: values are always resolved
+        #[arg(long)]
+        resolve: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Architecture, parameter counts and a QLoRA memory estimate
+    Inspect {
+        model: PathBuf,
+        #[arg(long)]
+        seq_len: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A training YAML file (the original training_config.yml format)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long)]
+    pub train_data: Option<PathBuf>,
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Load everything, run one step, print the plan, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Start over: move existing checkpoints to backup_<timestamp>/ first
+    #[arg(long)]
+    pub no_resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub system: Option<String>,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    /// Decode freely instead of constraining the answer to the task's JSON schema
+    #[arg(long)]
+    pub unconstrained: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// An earlier report to print before/after deltas against
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    #[arg(long)]
+    pub unconstrained: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub adapter: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LossOn {
+    All,
+    Answer,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Training throughput and peak memory on the bench settings
+    Train {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        #[arg(long, default_value_t = 4)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, value_enum, default_value = "all")]
+        loss_on: LossOn,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParamsCommand {
+    /// Create every ssm_param of the configuration in Parameter Store
+    Init {
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List the parameters and their values
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Identity, resources and permissions, with the command that fixes what is missing
+    Doctor,
+    /// Instance state, status checks and SSM agent
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the instance and wait until it is running
+    Start {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the instance, print hours run and cost
+    Stop {
+        #[arg(long)]
+        verify_s3: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach and mount the volume, pull the image, check the GPU
+    Deploy {
+        #[arg(long)]
+        skip_volume: bool,
+        #[arg(long)]
+        skip_image: bool,
+    },
+    /// Run `ftslm train` on the instance
+    Train {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        test: bool,
+        #[arg(long)]
+        max_steps: Option<usize>,
+        #[arg(long)]
+        no_resume: bool,
+        #[arg(long)]
+        background: bool,
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+    /// Command output from CloudWatch Logs
+    Logs {
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        command_id: Option<String>,
+    },
+    /// Run `ftslm extract` on the instance against a run's adapter
+    Test {
+        #[arg(long)]
+        run: String,
+        #[arg(long)]
+        text: String,
+    },
+    /// start → deploy → train → verify S3 → pull → stop
+    Run {
+        #[arg(long)]
+        max_steps: Option<usize>,
+        #[arg(long)]
+        stop_after: bool,
+        #[arg(long)]
+        keep_running: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs in S3, newest first
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a run (TIMESTAMP or latest)
+    Pull {
+        run: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Remove checkpoints on the instance's volume
+    Clean {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        keep_final_model: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Adapter directory (a run's final_model/)
+    pub adapter: PathBuf,
+    /// Hub repository, defaults to output.hf_repo
+    #[arg(long)]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Run directory
+    pub run: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,45 @@
+//! One handler per command; `run` dispatches to them.
+
+mod config;
+mod data;
+mod quickstart;
+mod unbuilt;
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+pub use config::load_config;
+use unbuilt::not_built;
+
+const ENGINE: &str = "the QLoRA training engine";
+const INFERENCE: &str = "inference and evaluation";
+const AWS: &str = "the AWS pipeline";
+const PERF: &str = "the training benchmark";
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = cli.global;
+    match cli.command {
+        Command::Quickstart(args) => quickstart::run(&global, &args),
+        Command::Data(cmd) => data::run(&global, cmd),
+        Command::Config(cmd) => config::run(&global, cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ftslm", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model(_) => not_built("model inspect", ENGINE),
+        Command::Train(_) => not_built("train", ENGINE),
+        Command::Merge(_) => not_built("merge", ENGINE),
+        Command::Generate(_) => not_built("generate", INFERENCE),
+        Command::Extract(_) => not_built("extract", INFERENCE),
+        Command::Eval(_) => not_built("eval", INFERENCE),
+        Command::Bench(_) => not_built("bench train", PERF),
+        Command::Params(_) => not_built("params", AWS),
+        Command::Cloud(_) => not_built("cloud", AWS),
+        Command::Runs(_) => not_built("runs", AWS),
+        Command::Checkpoints(_) => not_built("checkpoints", AWS),
+        Command::Push(_) => not_built("push", AWS),
+        Command::Metrics(_) => not_built("metrics", ENGINE),
+    }
+}
