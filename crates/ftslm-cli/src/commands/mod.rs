@@ -2,7 +2,10 @@
 
 mod config;
 mod data;
+mod merge;
+mod model;
 mod quickstart;
+mod train;
 mod unbuilt;
 
 use std::process::ExitCode;
@@ -28,9 +31,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "ftslm", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Model(_) => not_built("model inspect", ENGINE),
-        Command::Train(_) => not_built("train", ENGINE),
-        Command::Merge(_) => not_built("merge", ENGINE),
+        Command::Model(cmd) => model::run(&global, cmd),
+        Command::Train(args) => train::run(&global, &args),
+        Command::Merge(args) => merge::run(&global, &args),
         Command::Generate(_) => not_built("generate", INFERENCE),
         Command::Extract(_) => not_built("extract", INFERENCE),
         Command::Eval(_) => not_built("eval", INFERENCE),
