@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod frozen_gguf;
 pub mod frozen_linear;
+pub mod frozen_nf4;
 pub mod gguf_tokenizer;
 pub mod grad;
 mod json_fields;
