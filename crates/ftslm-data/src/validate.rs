@@ -286,9 +286,13 @@ pub fn parse_line(
                 path: path.to_path_buf(),
                 line,
                 column: Some(e.column()),
-                what: format!("invalid JSON: {e}"),
+                // serde's message ends in "at line 1 column N"; the column is reported above.
+                what: format!(
+                    "invalid JSON: {}",
+                    e.to_string().split(" at line ").next().unwrap_or_default()
+                ),
                 fix: "each line must be one complete JSON object".into(),
-            }])
+            }]);
         }
     };
     let Value::Object(obj) = value else {
