@@ -50,6 +50,23 @@ impl Nf4Weight {
     }
 }
 
+type Nf4Product = fn(&Nf4Tensor, &[f32], usize, &mut [f32]) -> std::result::Result<(), Nf4Error>;
+
+impl Nf4Weight {
+    /// Runs one of the fused products on a [rows, _] input, giving [rows, cols].
+    fn product(&self, input: &Tensor, cols: usize, op: Nf4Product) -> Result<Tensor> {
+        let (rows, _) = input.dims2()?;
+        let values = input
+            .to_dtype(DType::F32)?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut out = vec![0f32; rows * cols];
+        op(&self.tensor, &values, rows, &mut out).map_err(|e| nf4_error(&self.name, e))?;
+        Ok(Tensor::from_vec(out, (rows, cols), &self.device)?)
+    }
+}
+
 fn nf4_error(name: &str, e: Nf4Error) -> ModelError {
     ModelError::Input(format!("NF4 weight `{name}`: {e}"))
 }
@@ -64,39 +81,11 @@ impl FrozenWeight for Nf4Weight {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (rows, _) = x.dims2()?;
-        let xs = x
-            .to_dtype(DType::F32)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut out = vec![0f32; rows * self.out_features()];
-        self.tensor
-            .matmul_t(&xs, rows, &mut out)
-            .map_err(|e| nf4_error(&self.name, e))?;
-        Ok(Tensor::from_vec(
-            out,
-            (rows, self.out_features()),
-            &self.device,
-        )?)
+        self.product(x, self.out_features(), Nf4Tensor::matmul_t)
     }
 
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor> {
-        let (rows, _) = dy.dims2()?;
-        let dys = dy
-            .to_dtype(DType::F32)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut dx = vec![0f32; rows * self.in_features()];
-        self.tensor
-            .matmul(&dys, rows, &mut dx)
-            .map_err(|e| nf4_error(&self.name, e))?;
-        Ok(Tensor::from_vec(
-            dx,
-            (rows, self.in_features()),
-            &self.device,
-        )?)
+        self.product(dy, self.in_features(), Nf4Tensor::matmul)
     }
 
     fn to_dense(&self) -> Result<Tensor> {
