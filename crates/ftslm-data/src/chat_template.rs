@@ -408,107 +408,22 @@ fn describe(err: &minijinja::Error) -> String {
 /// transformers' `strftime_now`. Python uses local time; we use UTC so a
 /// rendering does not depend on the machine's time zone.
 fn strftime_now(format: String) -> Result<Value, minijinja::Error> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Ok(Value::from(format_utc(&format, now)))
+    format_utc(&format, chrono::Utc::now().timestamp()).map(Value::from)
 }
 
-#[rustfmt::skip]
-const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-];
-#[rustfmt::skip]
-const WEEKDAYS: [&str; 7] = [
-    "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
-];
-
-/// The C `strftime` directives chat templates use, for a UTC timestamp.
-/// Unknown directives are copied through, as glibc does.
-fn format_utc(format: &str, unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
-    let secs_of_day = unix_secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (
-        secs_of_day / 3600,
-        secs_of_day % 3600 / 60,
-        secs_of_day % 60,
-    );
-    let weekday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let cumulative = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let day_of_year = cumulative[(month - 1) as usize] + day as i64 + i64::from(leap && month > 2);
-    let hour12 = if hour % 12 == 0 { 12 } else { hour % 12 };
-    let month_name = MONTHS[(month - 1) as usize];
-    let weekday_name = WEEKDAYS[weekday];
-
+/// C `strftime` directives for a UTC timestamp; a directive chrono does not
+/// know is a template error rather than a silently wrong date.
+fn format_utc(format: &str, unix_secs: i64) -> Result<String, minijinja::Error> {
+    use std::fmt::Write;
+    let time = chrono::DateTime::from_timestamp(unix_secs, 0).unwrap_or_default();
     let mut out = String::new();
-    let mut chars = format.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let no_pad = chars.peek() == Some(&'-');
-        if no_pad {
-            chars.next();
-        }
-        let num = |value: i64, width: usize| {
-            if no_pad {
-                value.to_string()
-            } else {
-                format!("{value:0width$}")
-            }
-        };
-        match chars.next() {
-            Some('Y') => out.push_str(&year.to_string()),
-            Some('y') => out.push_str(&num(year.rem_euclid(100), 2)),
-            Some('m') => out.push_str(&num(month as i64, 2)),
-            Some('d') => out.push_str(&num(day as i64, 2)),
-            Some('e') => out.push_str(&format!("{day:>2}")),
-            Some('j') => out.push_str(&num(day_of_year, 3)),
-            Some('H') => out.push_str(&num(hour, 2)),
-            Some('I') => out.push_str(&num(hour12, 2)),
-            Some('M') => out.push_str(&num(minute, 2)),
-            Some('S') => out.push_str(&num(second, 2)),
-            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
-            Some('B') => out.push_str(month_name),
-            Some('b') | Some('h') => out.push_str(&month_name[..3]),
-            Some('A') => out.push_str(weekday_name),
-            Some('a') => out.push_str(&weekday_name[..3]),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                if no_pad {
-                    out.push('-');
-                }
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // days since 0000-03-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    write!(out, "{}", time.format(format)).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: unsupported format {format:?}"),
+        )
+    })?;
+    Ok(out)
 }
 
 /// transformers' `tojson`: `json.dumps(x, ensure_ascii=False, indent=indent,
@@ -628,11 +543,13 @@ mod tests {
     #[test]
     fn strftime_matches_python_for_a_leap_day() {
         // Python: datetime.fromtimestamp(1709251199, timezone.utc).strftime(...)
+        let f = |fmt: &str, t: i64| format_utc(fmt, t).unwrap();
         assert_eq!(
-            format_utc("%d %b %Y|%A %a %B %j %y %I %p %H:%M:%S %%", 1_709_251_199),
+            f("%d %b %Y|%A %a %B %j %y %I %p %H:%M:%S %%", 1_709_251_199),
             "29 Feb 2024|Thursday Thu February 060 24 11 PM 23:59:59 %"
         );
-        assert_eq!(format_utc("%-d %-m %Q", 1_709_251_199), "29 2 %Q");
-        assert_eq!(format_utc("%Y-%m-%d %e", 0), "1970-01-01  1");
+        assert_eq!(f("%-d %-m", 1_709_251_199), "29 2");
+        assert_eq!(f("%Y-%m-%d %e", 0), "1970-01-01  1");
+        assert!(format_utc("%Q", 0).is_err());
     }
 }
