@@ -74,6 +74,9 @@ pub enum Command {
     )]
     Eval(EvalArgs),
     /// Merge an adapter into full-precision weights (Hugging Face layout)
+    #[command(
+        after_help = "Example: ftslm merge --model models/Llama-3.1-8B --adapter runs/q/final_model --out models/llama-3.1-8b-medical-ie"
+    )]
     Merge(MergeArgs),
     /// Benchmarks
     #[command(subcommand)]
@@ -207,10 +210,16 @@ pub enum ConfigCommand {
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Architecture, parameter counts and a QLoRA memory estimate
+    #[command(
+        after_help = "Works on a directory holding only config.json (size a model before downloading it).\nExample: ftslm model inspect models/Llama-3.1-8B --seq-len 512"
+    )]
     Inspect {
+        /// A Hugging Face model directory (config.json is enough) or a .gguf file
         model: PathBuf,
+        /// Tokens per sequence for the memory estimate [default: dataset.max_seq_length]
         #[arg(long)]
         seq_len: Option<usize>,
+        /// Sequences per micro-batch [default: training.per_device_train_batch_size]
         #[arg(long)]
         batch_size: Option<usize>,
         #[arg(long)]
@@ -303,12 +312,24 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct MergeArgs {
+    /// The base: a Hugging Face model directory or a .gguf file
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors)
     #[arg(long)]
     pub adapter: PathBuf,
+    /// A new (or empty) directory for the merged model
     #[arg(long)]
     pub out: PathBuf,
+    /// Precision of the merged weights
+    #[arg(long, value_enum, default_value_t = MergeDtype::Bf16)]
+    pub dtype: MergeDtype,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MergeDtype {
+    Bf16,
+    F32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

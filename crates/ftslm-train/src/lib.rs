@@ -8,17 +8,25 @@
 //! [`TrainingEngine`]; the data is any [`EpochSource`].
 
 pub mod atomic;
+pub mod bf16_base;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod llama_engine;
 pub mod metrics;
+pub mod model_source;
 pub mod optimizer;
 pub mod options;
+pub mod packed_data;
+pub mod plan;
 pub mod progress;
 pub mod run_dir;
+pub mod run_report;
+pub mod run_setup;
 pub mod schedule;
+pub mod setup_error;
 pub mod state;
 mod step;
 pub mod summary;

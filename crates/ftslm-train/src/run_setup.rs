@@ -1,0 +1,351 @@
+//! From the resolved configuration (plus command-line overrides) to a run
+//! ready to start: trainer options, the model with its frozen base and a new
+//! adapter, the tokenized and batched data, and the plan to print.
+//!
+//! The cheap checks come first (settings, model path, tokenizer, data), so a
+//! typo fails in a second instead of after the base model was quantized.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Device;
+use ftslm_config::{
+    DatasetSettings, LoraSettings as LoraConfig, LossOn, LrSchedulerType as ConfigScheduler,
+    QuantizationSettings, ResolvedConfig, TrainingSettings,
+};
+use ftslm_data::batching::{Batch, BatchStrategy};
+use ftslm_data::tokenize::PromptTokenizer;
+use ftslm_model::{LoraAdapter, LoraSettings, Projection};
+
+use crate::data::EpochSource;
+use crate::llama_engine::{LlamaEngine, TargetTokens};
+use crate::model_source::{FrozenBase, ModelSource};
+use crate::options::TrainerOptions;
+use crate::packed_data::{BatchLayout, EpochBatches, TokenizedSet};
+use crate::plan::{MemoryPlan, TrainingPlan, WeightBytes};
+use crate::schedule::LrSchedulerType;
+use crate::setup_error::SetupError;
+
+/// Seed of the evaluation layout; evaluation order does not affect its loss.
+const EVAL_LAYOUT_SEED: u64 = 0;
+
+/// The configuration sections a run reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    pub model_name: String,
+    pub dataset: DatasetSettings,
+    pub lora: LoraConfig,
+    pub training: TrainingSettings,
+    pub quantization: QuantizationSettings,
+}
+
+impl RunSettings {
+    pub fn from_config(config: &ResolvedConfig) -> Result<Self, SetupError> {
+        Ok(RunSettings {
+            model_name: config.model()?.name,
+            dataset: config.dataset()?,
+            lora: config.lora()?,
+            training: config.training()?,
+            quantization: config.quantization()?,
+        })
+    }
+}
+
+/// Command-line values that win over the configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOverrides {
+    pub model: Option<PathBuf>,
+    pub train_data: Option<PathBuf>,
+    pub val_data: Option<PathBuf>,
+    pub output_dir: Option<PathBuf>,
+    pub max_steps: Option<u64>,
+    /// `--no-resume`.
+    pub no_resume: bool,
+}
+
+/// Maps the `training:` section onto the trainer's options.
+pub fn trainer_options(
+    t: &TrainingSettings,
+    overrides: &RunOverrides,
+) -> Result<TrainerOptions, SetupError> {
+    if t.metric_for_best_model != "eval_loss" {
+        return Err(SetupError::setting(
+            "training.metric_for_best_model",
+            format!(
+                "is `{}`; only eval_loss is computed during training — set it to eval_loss",
+                t.metric_for_best_model
+            ),
+        ));
+    }
+    if t.greater_is_better {
+        return Err(SetupError::setting(
+            "training.greater_is_better",
+            "is true, but a lower eval_loss is better; set it to false",
+        ));
+    }
+    let mut o = TrainerOptions::new(
+        overrides
+            .output_dir
+            .clone()
+            .unwrap_or_else(|| t.output_dir.clone()),
+    );
+    o.num_train_epochs = t.num_train_epochs;
+    o.max_steps = match overrides.max_steps {
+        Some(n) => i64::try_from(n).unwrap_or(i64::MAX),
+        None => t.max_steps,
+    };
+    o.per_device_train_batch_size = t.per_device_train_batch_size;
+    o.gradient_accumulation_steps = t.gradient_accumulation_steps;
+    o.learning_rate = t.learning_rate;
+    o.warmup_steps = t.warmup_steps;
+    o.lr_scheduler_type = match t.lr_scheduler_type {
+        ConfigScheduler::Cosine => LrSchedulerType::Cosine,
+        ConfigScheduler::Linear => LrSchedulerType::Linear,
+        ConfigScheduler::Constant => LrSchedulerType::Constant,
+    };
+    o.weight_decay = t.weight_decay;
+    o.adam_beta1 = t.adam_beta1;
+    o.adam_beta2 = t.adam_beta2;
+    o.adam_epsilon = t.adam_epsilon;
+    o.max_grad_norm = t.max_grad_norm;
+    o.logging_steps = t.logging_steps;
+    o.eval_steps = t.eval_steps;
+    o.save_steps = t.save_steps;
+    o.save_total_limit = t.save_total_limit;
+    o.load_best_model_at_end = t.load_best_model_at_end;
+    o.early_stopping_patience = t.early_stopping_patience;
+    o.seed = t.seed;
+    o.resume = !overrides.no_resume;
+    Ok(o)
+}
+
+/// The `lora:` section as the model crate's settings.
+pub fn lora_settings(l: &LoraConfig) -> Result<LoraSettings, SetupError> {
+    let mut target_modules = Vec::new();
+    for name in &l.target_modules {
+        let p = Projection::from_module_name(name).ok_or_else(|| {
+            SetupError::setting(
+                "lora.target_modules",
+                format!(
+                    "`{name}` is not a Llama projection; use q_proj, k_proj, v_proj, o_proj, \
+                     gate_proj, up_proj or down_proj"
+                ),
+            )
+        })?;
+        if !target_modules.contains(&p) {
+            target_modules.push(p);
+        }
+    }
+    let settings = LoraSettings {
+        r: l.r,
+        alpha: l.lora_alpha,
+        dropout: l.lora_dropout,
+        target_modules,
+        use_rslora: l.use_rslora,
+    };
+    if let Some(problem) = settings.problem() {
+        return Err(SetupError::setting("lora", problem));
+    }
+    Ok(settings)
+}
+
+/// A run ready for [`crate::train`].
+pub struct PreparedRun {
+    pub source: ModelSource,
+    pub frozen_base: FrozenBase,
+    pub engine: LlamaEngine,
+    pub train: EpochBatches,
+    pub eval: Vec<Batch>,
+    pub options: TrainerOptions,
+    pub plan: TrainingPlan,
+    pub tokenizer: PromptTokenizer,
+}
+
+/// Loads everything a run needs; `note` receives progress lines (which
+/// stage is running, loader notes) as they happen.
+pub fn prepare(
+    settings: &RunSettings,
+    overrides: &RunOverrides,
+    note: &mut dyn FnMut(&str),
+) -> Result<PreparedRun, SetupError> {
+    let mut options = trainer_options(&settings.training, overrides)?;
+    options
+        .validate()
+        .map_err(|e| SetupError::setting("training", e.to_string()))?;
+    let lora = lora_settings(&settings.lora)?;
+    let ds = &settings.dataset;
+    let model_path = overrides
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&settings.model_name));
+    let source = ModelSource::locate(&model_path)?;
+    let base = source.frozen_base(&settings.quantization)?;
+    let tokenizer = source.prompt_tokenizer(&ds.system_prompt)?;
+
+    let train_path = overrides
+        .train_data
+        .clone()
+        .unwrap_or(ds.train_path.clone());
+    let eval_path = overrides
+        .val_data
+        .clone()
+        .unwrap_or(ds.validation_path.clone());
+    let started = Instant::now();
+    let train_set = TokenizedSet::read(&train_path, &tokenizer, ds.max_seq_length, None)?;
+    let eval_set = TokenizedSet::read(
+        &eval_path,
+        &tokenizer,
+        ds.max_seq_length,
+        ds.max_eval_samples,
+    )?;
+    note(&format!(
+        "tokenized {} training and {} evaluation records in {:.1}s",
+        train_set.examples.len(),
+        eval_set.examples.len(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    let pad_id = tokenizer.end_of_turn_ids().first().copied().unwrap_or(0);
+    let layout = BatchLayout::new(
+        ds.packing,
+        settings.training.per_device_train_batch_size,
+        ds.max_seq_length,
+        pad_id,
+    );
+    let eval_layout = BatchLayout {
+        batch_size: settings.training.per_device_eval_batch_size,
+        ..layout
+    };
+    let eval = eval_layout.batches(&eval_set.examples, EVAL_LAYOUT_SEED);
+    let longest_example = train_set
+        .examples
+        .iter()
+        .map(|e| e.len())
+        .max()
+        .unwrap_or(0);
+    let train_tokens = train_set.tokens();
+    let train_records = train_set.examples.len();
+    let truncated = train_set.truncated;
+    let train = EpochBatches::new(train_set.examples, layout);
+
+    note(&format!(
+        "loading {} with a {} frozen base",
+        source.weights().display(),
+        base
+    ));
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let (model, loader_notes) = source.load(base, &device)?;
+    for n in &loader_notes {
+        note(n);
+    }
+    note(&format!(
+        "model loaded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ));
+    let adapter = LoraAdapter::new(
+        model.config(),
+        lora,
+        Some(model_path.display().to_string()),
+        settings.training.seed,
+        &device,
+    )?;
+    options.export_files = source.tokenizer_files();
+
+    let weights = WeightBytes::of(&model);
+    let adapter_parameters = adapter.parameter_count() as u64;
+    let row_tokens = match layout.strategy {
+        BatchStrategy::Packed => ds.max_seq_length.max(longest_example),
+        _ => longest_example,
+    };
+    let memory = MemoryPlan::estimate(
+        model.config(),
+        weights,
+        adapter_parameters,
+        row_tokens,
+        longest_example,
+        settings.training.gradient_checkpointing,
+    );
+    let batches_per_epoch = train.batches_per_epoch();
+    let steps = options.total_steps(batches_per_epoch);
+    let steps_per_epoch = options.steps_per_epoch(batches_per_epoch).max(1);
+    let c = model.config();
+    let plan = TrainingPlan {
+        model: model_path.clone(),
+        architecture: format!(
+            "{} layers, hidden {}, {} heads / {} kv, vocab {}",
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.vocab_size
+        ),
+        frozen_base: base.to_string(),
+        weights,
+        adapter: describe_adapter(adapter.settings()),
+        adapter_parameters,
+        train_file: train_path,
+        train_records,
+        train_tokens,
+        truncated_examples: truncated,
+        eval_file: eval_path,
+        eval_records: eval_set.examples.len(),
+        layout: describe_layout(layout, ds),
+        micro_batches_per_epoch: batches_per_epoch,
+        gradient_accumulation_steps: options.gradient_accumulation_steps,
+        steps,
+        epochs: steps as f64 / steps_per_epoch as f64,
+        tokens_per_step: train_tokens as f64 / steps_per_epoch as f64,
+        memory,
+        output_dir: options.output_dir.clone(),
+    };
+    let targets = match ds.loss_on {
+        LossOn::Answer => TargetTokens::Answer,
+        LossOn::All => TargetTokens::All,
+    };
+    let engine = LlamaEngine::new(
+        model,
+        adapter,
+        targets,
+        settings.training.gradient_checkpointing,
+    )?;
+    Ok(PreparedRun {
+        source,
+        frozen_base: base,
+        engine,
+        train,
+        eval,
+        options,
+        plan,
+        tokenizer,
+    })
+}
+
+fn describe_adapter(s: &LoraSettings) -> String {
+    let targets: Vec<&str> = s.target_modules.iter().map(|p| p.module_name()).collect();
+    format!(
+        "LoRA r={} alpha={} dropout={} on {}{}",
+        s.r,
+        s.alpha,
+        s.dropout,
+        targets.join(","),
+        if s.use_rslora { " (rsLoRA)" } else { "" }
+    )
+}
+
+fn describe_layout(layout: BatchLayout, ds: &DatasetSettings) -> String {
+    let loss = match ds.loss_on {
+        LossOn::Answer => "loss on answers",
+        LossOn::All => "loss on all tokens",
+    };
+    match layout.strategy {
+        BatchStrategy::Packed => format!(
+            "packed rows of up to {} tokens, {} rows a micro-batch, {loss}",
+            layout.max_seq_length, layout.batch_size
+        ),
+        _ => format!(
+            "length-grouped, {} examples a micro-batch (max {} tokens), {loss}",
+            layout.batch_size, layout.max_seq_length
+        ),
+    }
+}
