@@ -36,54 +36,149 @@ impl Attention {
         segments: &[Range<usize>],
         lora: &mut LayerLora,
     ) -> Result<Tensor> {
-        let tokens = x.dim(0)?;
-        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let group = heads / kv_heads;
-
-        let q = lora.project(Projection::Q, &*self.q_proj, x)?; // [tokens, heads·head_dim]
-        let k = lora.project(Projection::K, &*self.k_proj, x)?; // [tokens, kv_heads·head_dim]
-        let v = lora.project(Projection::V, &*self.v_proj, x)?;
-        let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
-        let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
-        let v = v.reshape((tokens, kv_heads, head_dim))?;
-
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let (q, k, v) = self.qkv(x, rope, lora)?;
         let mut contexts = Vec::with_capacity(segments.len());
         for segment in segments {
             let (start, n) = (segment.start, segment.len());
             let q = q.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [heads, n, head_dim]
             let k = k.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [kv_heads, n, head_dim]
             let v = v.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?;
-            // Query head h uses key/value head h / group (transformers' repeat_kv),
-            // so the query heads of one group stack into one matmul against their kv head.
-            let q = q.reshape((kv_heads, group * n, head_dim))?;
-            let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
-            let scores = scores
-                .reshape((kv_heads, group, n, n))?
-                .broadcast_add(&causal_mask(n, x.device())?)?;
-            let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, n))?;
-            let context = probs.matmul(&v)?; // [kv_heads, group·n, head_dim]
-            let context = context
-                .reshape((heads, n, head_dim))?
-                .transpose(0, 1)?
-                .reshape((n, heads * head_dim))?;
-            contexts.push(context);
+            contexts.push(self.attend(&q, &k, &v)?);
         }
         let context = Tensor::cat(&contexts, 0)?; // [tokens, heads·head_dim]
         lora.project(Projection::O, &*self.o_proj, &context)
     }
 }
 
-/// [n, n]: 0 where key j ≤ query i, −∞ above the diagonal.
-fn causal_mask(n: usize, device: &Device) -> Result<Tensor> {
+impl Attention {
+    /// Like [`forward`](Self::forward) for the new tokens of sequences whose
+    /// earlier keys and values sit in `caches`: segment `i` of the row
+    /// continues the sequence of `caches[i]`, and its keys and values are
+    /// appended there. `rope` must hold each token's absolute position.
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        segments: &[Range<usize>],
+        caches: &mut [&mut LayerKv],
+        lora: &mut LayerLora,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(x, rope, lora)?;
+        let mut contexts = Vec::with_capacity(segments.len());
+        for (segment, cache) in segments.iter().zip(caches.iter_mut()) {
+            let (start, n) = (segment.start, segment.len());
+            let q = q.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [heads, n, head_dim]
+            let k = k.narrow(0, start, n)?.transpose(0, 1)?; // [kv_heads, n, head_dim]
+            let v = v.narrow(0, start, n)?.transpose(0, 1)?;
+            let (k, v) = cache.append(&k, &v)?; // [kv_heads, t, head_dim]
+            contexts.push(self.attend(&q, &k, &v)?);
+        }
+        let context = Tensor::cat(&contexts, 0)?;
+        lora.project(Projection::O, &*self.o_proj, &context)
+    }
+
+    /// Projects x [tokens, hidden] to q [tokens, heads, head_dim] and k, v
+    /// [tokens, kv_heads, head_dim], with RoPE applied to q and k.
+    fn qkv(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        lora: &mut LayerLora,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let tokens = x.dim(0)?;
+        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = lora.project(Projection::Q, &*self.q_proj, x)?; // [tokens, heads·head_dim]
+        let k = lora.project(Projection::K, &*self.k_proj, x)?; // [tokens, kv_heads·head_dim]
+        let v = lora.project(Projection::V, &*self.v_proj, x)?;
+        let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
+        let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
+        Ok((q, k, v.reshape((tokens, kv_heads, head_dim))?))
+    }
+
+    /// One example's attention: q [heads, n, head_dim] are the last n of the
+    /// t positions whose keys and values k, v [kv_heads, t, head_dim] hold;
+    /// returns the context [n, heads·head_dim].
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let group = heads / kv_heads;
+        let n = q.dim(1)?;
+        let t = k.dim(1)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        // Query head h uses key/value head h / group (transformers' repeat_kv),
+        // so the query heads of one group stack into one matmul against their kv head.
+        let q = q.reshape((kv_heads, group * n, head_dim))?;
+        let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, t]
+        let scores = scores
+            .reshape((kv_heads, group, n, t))?
+            .broadcast_add(&causal_mask(n, t, q.dtype(), q.device())?)?;
+        let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, t))?;
+        let context = probs.matmul(v)?; // [kv_heads, group·n, head_dim]
+        Ok(context
+            .reshape((heads, n, head_dim))?
+            .transpose(0, 1)?
+            .reshape((n, heads * head_dim))?)
+    }
+}
+
+/// The keys and values one decoder layer has seen of one sequence,
+/// [kv_heads, t, head_dim] each, after RoPE.
+#[derive(Debug, Clone, Default)]
+pub struct LayerKv {
+    keys: Option<Tensor>,
+    values: Option<Tensor>,
+}
+
+impl LayerKv {
+    /// Appends k, v [kv_heads, n, head_dim] and returns the whole cache.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let join = |old: &Option<Tensor>, new: &Tensor| -> Result<Tensor> {
+            Ok(match old {
+                Some(old) => Tensor::cat(&[old, new], 1)?,
+                None => new.contiguous()?,
+            })
+        };
+        let keys = join(&self.keys, k)?;
+        let values = join(&self.values, v)?;
+        self.keys = Some(keys.clone());
+        self.values = Some(values.clone());
+        Ok((keys, values))
+    }
+
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.keys.as_ref().map_or(0, |k| k.dims()[1])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// [n, t]: query i is position t − n + i and sees keys 0..=t − n + i;
+/// 0 where it may look, −∞ where it may not.
+pub(crate) fn causal_mask(
+    n: usize,
+    t: usize,
+    dtype: candle_core::DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let offset = t - n;
     let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
-    Ok(Tensor::from_vec(mask, (n, n), device)?)
+    Ok(Tensor::from_vec(mask, (n, t), device)?.to_dtype(dtype)?)
 }
 
 /// Every row keeps its diagonal, so the max is finite and no row is all −∞.
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?;
     let exp = x.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;

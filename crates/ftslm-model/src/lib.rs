@@ -1,7 +1,7 @@
 //! ftslm-model owns the frozen base model and its adapter: the Llama
 //! architecture on candle tensors, checkpoint loaders (Hugging Face safetensors
 //! and GGUF), NF4 quantization bit-compatible with bitsandbytes, and LoRA
-//! adapters in PEFT's on-disk format.
+//! adapters in PEFT's on-disk format, and generation with a KV cache.
 
 pub mod adapter_io;
 pub mod attention;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod frozen_gguf;
 pub mod frozen_linear;
 pub mod frozen_nf4;
+pub mod generate;
 pub mod gguf_tokenizer;
 pub mod grad;
 pub mod inspect;
@@ -27,7 +28,7 @@ pub mod rope;
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight};
-pub use llama::{DecoderLayer, LlamaModel};
+pub use llama::{DecoderLayer, KvCache, LlamaModel};
 pub use loader::{NamedTensors, SafetensorsCheckpoint, WeightSource};
 pub use lora::{LoraAdapter, LoraDropout, LoraSettings, LoraWeights, Projection};
 pub use loss::{masked_mean_nll, masked_nll, TokenNll};

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, LayerKv};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenFormat, FrozenWeight};
@@ -184,6 +184,81 @@ impl LlamaModel {
         self.norm.forward(&h)
     }
 
+    /// Continues several sequences at once: `new_tokens[i]` extends the
+    /// sequence whose keys and values `caches[i]` holds (empty for a fresh
+    /// prompt). Returns the next-token logits [sequences, vocab], one row per
+    /// sequence. The sequences share each projection's matmul, which is what
+    /// makes batched decoding cheaper than one sequence at a time.
+    pub fn forward_cached(
+        &self,
+        new_tokens: &[&[u32]],
+        caches: &mut [KvCache],
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<Tensor> {
+        if new_tokens.len() != caches.len() {
+            return Err(ModelError::Input(format!(
+                "{} sequences but {} caches; give one cache per sequence",
+                new_tokens.len(),
+                caches.len()
+            )));
+        }
+        if let Some(adapter) = adapter {
+            adapter.check_fits(&self.config)?;
+        }
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut segments = Vec::with_capacity(new_tokens.len());
+        for (tokens, cache) in new_tokens.iter().zip(caches.iter()) {
+            if tokens.is_empty() {
+                return Err(ModelError::Input(
+                    "a sequence has no new tokens; each step needs at least one".into(),
+                ));
+            }
+            let start = ids.len();
+            ids.extend_from_slice(tokens);
+            positions.extend((0..tokens.len()).map(|i| (cache.len() + i) as u32));
+            segments.push(start..ids.len());
+        }
+        let segment_ids: Vec<u32> = segments
+            .iter()
+            .enumerate()
+            .flat_map(|(s, r)| std::iter::repeat_n(s as u32, r.len()))
+            .collect();
+        self.check_row(&ids, &positions, &segment_ids)?;
+        let rope = self.rope.tables(&positions, &self.device)?;
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
+
+        let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
+        for (index, layer) in self.layers.iter().enumerate() {
+            let mut lora = LayerLora::new(adapter, index, None);
+            let mut layer_caches: Vec<&mut LayerKv> =
+                caches.iter_mut().map(|c| &mut c.layers[index]).collect();
+            let normed = layer.input_layernorm.forward(&h)?;
+            let attended = layer.self_attn.forward_cached(
+                &normed,
+                &rope,
+                &segments,
+                &mut layer_caches,
+                &mut lora,
+            )?;
+            h = (h + attended)?;
+            let normed = layer.post_attention_layernorm.forward(&h)?;
+            let transformed = layer.mlp.forward(&normed, &mut lora)?;
+            h = (h + transformed)?;
+        }
+        let last: Vec<u32> = segments.iter().map(|r| (r.end - 1) as u32).collect();
+        let last = Tensor::new(last.as_slice(), &self.device)?;
+        let h = self.norm.forward(&h.index_select(&last, 0)?)?; // [sequences, hidden]
+        Ok(h.matmul(&self.lm_head.t()?)?)
+    }
+
+    /// An empty cache for one sequence of this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![LayerKv::default(); self.layers.len()],
+        }
+    }
+
     /// Checks one packed row and returns the token ranges of its examples.
     pub(crate) fn check_row(
         &self,
@@ -213,6 +288,23 @@ impl LlamaModel {
             )));
         }
         segment_runs(segments)
+    }
+}
+
+/// Everything one sequence has computed so far: each layer's keys and values.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, LayerKv::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -9,9 +9,9 @@
 
 use std::ops::Range;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Tensor, D};
 
-use crate::attention::Attention;
+use crate::attention::{causal_mask, softmax_last_dim, Attention};
 use crate::error::{ModelError, Result};
 use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
 use crate::grad::rope::rope_backward;
@@ -69,7 +69,7 @@ pub fn attention_forward(
         let k = head_major(&k, start, n)?; // [kv_heads, n, head_dim]
         let v = head_major(&v, start, n)?;
         let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
-        let mask = causal_mask(n, x.dtype(), x.device())?; // [n, n]
+        let mask = causal_mask(n, n, x.dtype(), x.device())?; // [n, n]
         let scores = scores
             .reshape((kv_heads, group, n, n))?
             .broadcast_add(&mask)?;
@@ -177,20 +177,4 @@ fn head_major(t: &Tensor, start: usize, n: usize) -> Result<Tensor> {
 /// [kv_heads, group·n, d] (query head = kv_head·group + g) → [n, heads, d].
 fn token_major(t: &Tensor, heads: usize, n: usize, head_dim: usize) -> Result<Tensor> {
     Ok(t.reshape((heads, n, head_dim))?.transpose(0, 1)?)
-}
-
-/// [n, n]: 0 where key j ≤ query i, −∞ above the diagonal.
-fn causal_mask(n: usize, dtype: candle_core::DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, n), device)?.to_dtype(dtype)?)
-}
-
-/// Every row keeps its diagonal, so the max is finite and no row is all −∞.
-fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
-    Ok(exp.broadcast_div(&sum)?)
 }
