@@ -250,18 +250,41 @@ pub struct TrainArgs {
     pub no_resume: bool,
 }
 
+/// The model a command runs: base, adapter, and how the base is held.
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
+pub struct ModelArgs {
+    /// A Hugging Face model directory or a .gguf file
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory, applied unmerged (e.g. RUN/final_model)
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// How to hold the frozen base: in its stored precision, or re-quantized to NF4
+    #[arg(long, value_enum, default_value_t = QuantizeArg::Stored)]
+    pub quantize: QuantizeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum QuantizeArg {
+    /// f32 for safetensors, the file's own blocks for GGUF
+    Stored,
+    /// NF4 with double quantization, as QLoRA trains
+    Nf4,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A system turn before the prompt (else the chat template's default)
     #[arg(long)]
     pub system: Option<String>,
+    /// The user turn
     #[arg(long)]
     pub prompt: String,
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// 0 or absent: greedy
     #[arg(long)]
     pub temperature: Option<f32>,
     #[arg(long)]
@@ -272,42 +295,64 @@ pub struct GenerateArgs {
     pub seed: Option<u64>,
 }
 
+/// Decoding settings shared by extract and eval.
 #[derive(Debug, Args)]
-pub struct ExtractArgs {
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    pub text: Option<String>,
-    #[arg(long)]
-    pub file: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
-    /// Decode freely instead of constraining the answer to the task's JSON schema
+pub struct ExtractionArgs {
+    /// Decode freely instead of constraining the answer to the task's JSON object
     #[arg(long)]
     pub unconstrained: bool,
+    /// Token budget of one answer (the grammar caps each value at 200 characters)
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Records decoded together
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// The instruction before each narrative (the one the training data uses)
+    #[arg(long, default_value = ftslm_data::synth::INSTRUCTION)]
+    pub instruction: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// One narrative
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// JSONL, one object per line with "input" (and optional "id", "instruction")
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// One JSON object per input, with its id/line, on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub decoding: ExtractionArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Records with reference answers (the training format)
     #[arg(long)]
     pub data: PathBuf,
+    /// Only the first N records
     #[arg(long)]
     pub limit: Option<usize>,
+    /// The report as JSON on stdout instead of the table
     #[arg(long)]
     pub json: bool,
+    /// Write the report (summary and per-record details) to this file
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// An earlier report to print before/after deltas against
     #[arg(long)]
     pub compare: Option<PathBuf>,
-    #[arg(long)]
-    pub unconstrained: bool,
+    /// Longest reference example, in tokens, for the answer loss
+    #[arg(long, default_value_t = 2048)]
+    pub max_seq_length: usize,
+    #[command(flatten)]
+    pub decoding: ExtractionArgs,
 }
 
 #[derive(Debug, Args)]

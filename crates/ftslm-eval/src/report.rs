@@ -104,12 +104,14 @@ impl Scorer {
         self.push(reference, Some(raw_output.to_string()), parsed, None, meta)
     }
 
-    /// Records a record for which no output exists. It counts as invalid JSON
-    /// with every field predicted missing, so failures lower the rates instead
-    /// of silently shrinking the denominator.
+    /// Records a record whose output is unusable (generation failed, or the
+    /// answer was cut off); any partial text is kept for the report. It counts
+    /// as invalid JSON with every field predicted missing, so failures lower
+    /// the rates instead of silently shrinking the denominator.
     pub fn add_failure(
         &mut self,
         reference: &Map<String, Value>,
+        partial_output: Option<&str>,
         error: String,
         meta: RecordMeta,
     ) -> &RecordResult {
@@ -129,7 +131,8 @@ impl Scorer {
             type_errors: Vec::new(),
             error: None,
         };
-        self.push(reference, None, parsed, Some(error), meta)
+        let raw = partial_output.map(str::to_string);
+        self.push(reference, raw, parsed, Some(error), meta)
     }
 
     /// [`Scorer::add`] with the reference taken from a data record's answer.

@@ -261,6 +261,7 @@ fn failures_count_as_invalid_with_every_field_missing() {
     let mut s = Scorer::new(fields());
     let r = s.add_failure(
         &obj(json!({"cancer_type": "Melanoma", "stage": null})),
+        None,
         "generation failed: out of memory".into(),
         RecordMeta {
             index: 7,

@@ -31,4 +31,4 @@ pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight};
 pub use llama::{DecoderLayer, KvCache, LlamaModel};
 pub use loader::{NamedTensors, SafetensorsCheckpoint, WeightSource};
 pub use lora::{LoraAdapter, LoraDropout, LoraSettings, LoraWeights, Projection};
-pub use loss::{masked_mean_nll, masked_nll, TokenNll};
+pub use loss::{chunked_nll, masked_mean_nll, masked_nll, TokenNll};

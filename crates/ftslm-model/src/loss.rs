@@ -78,3 +78,34 @@ pub fn masked_nll(logits: &Tensor, input_ids: &[u32], target_mask: &[bool]) -> R
 pub fn masked_mean_nll(logits: &Tensor, input_ids: &[u32], target_mask: &[bool]) -> Result<f64> {
     Ok(masked_nll(logits, input_ids, target_mask)?.mean())
 }
+
+/// Summed NLL of the targets, projecting to the vocabulary `chunk` target
+/// positions at a time so [tokens, vocab] logits never exist at once.
+pub fn chunked_nll(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    input_ids: &[u32],
+    target_mask: &[bool],
+    chunk: usize,
+) -> Result<TokenNll> {
+    let predicting: Vec<u32> = (1..input_ids.len())
+        .filter(|&t| target_mask[t])
+        .map(|t| t as u32 - 1)
+        .collect();
+    let device = hidden.device();
+    let mut total = TokenNll::default();
+    for rows in predicting.chunks(chunk.max(1)) {
+        let targets: Vec<u32> = rows.iter().map(|&p| input_ids[p as usize + 1]).collect();
+        let h = hidden.index_select(&Tensor::new(rows, device)?, 0)?;
+        let logits = h.matmul(&lm_head.t()?)?; // [c, vocab]
+        let normalizer = logits.log_sum_exp(D::Minus1)?; // [c]
+        let ids = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
+        let picked = logits.gather(&ids, 1)?.squeeze(1)?;
+        let nll: Vec<f32> = (normalizer - picked)?.to_vec1()?;
+        total.add(TokenNll {
+            total: nll.iter().map(|&x| f64::from(x)).sum(),
+            tokens: nll.len(),
+        });
+    }
+    Ok(total)
+}

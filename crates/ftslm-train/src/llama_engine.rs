@@ -13,10 +13,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use ftslm_data::batching::{Batch, PAD_SEGMENT};
 use ftslm_model::grad::{loss_and_grads, GradOptions, TrainingRow, DEFAULT_CHUNK_TOKENS};
-use ftslm_model::{LlamaModel, LoraAdapter, LoraDropout, ModelError, Projection, TokenNll};
+use ftslm_model::{
+    chunked_nll, LlamaModel, LoraAdapter, LoraDropout, ModelError, Projection, TokenNll,
+};
 
 use crate::engine::{EngineError, LossSum, ParamView, StepContext, TrainingEngine};
 
@@ -388,37 +390,6 @@ fn row_seed(step_seed: u64, row: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-/// Summed NLL of the targets, projecting to the vocabulary `chunk` target
-/// positions at a time so [tokens, vocab] logits never exist at once.
-fn chunked_nll(
-    hidden: &Tensor,
-    lm_head: &Tensor,
-    input_ids: &[u32],
-    target_mask: &[bool],
-    chunk: usize,
-) -> Result<TokenNll, ModelError> {
-    let predicting: Vec<u32> = (1..input_ids.len())
-        .filter(|&t| target_mask[t])
-        .map(|t| t as u32 - 1)
-        .collect();
-    let device = hidden.device();
-    let mut total = TokenNll::default();
-    for rows in predicting.chunks(chunk.max(1)) {
-        let targets: Vec<u32> = rows.iter().map(|&p| input_ids[p as usize + 1]).collect();
-        let h = hidden.index_select(&Tensor::new(rows, device)?, 0)?;
-        let logits = h.matmul(&lm_head.t()?)?; // [c, vocab]
-        let normalizer = logits.log_sum_exp(D::Minus1)?; // [c]
-        let ids = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
-        let picked = logits.gather(&ids, 1)?.squeeze(1)?;
-        let nll: Vec<f32> = (normalizer - picked)?.to_vec1()?;
-        total.add(TokenNll {
-            total: nll.iter().map(|&x| f64::from(x)).sum(),
-            tokens: nll.len(),
-        });
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 
 mod config;
 mod data;
+mod eval;
+mod extract;
+mod generate;
 mod merge;
 mod model;
 mod quickstart;
@@ -17,7 +20,6 @@ pub use config::load_config;
 use unbuilt::not_built;
 
 const ENGINE: &str = "the QLoRA training engine";
-const INFERENCE: &str = "inference and evaluation";
 const AWS: &str = "the AWS pipeline";
 const PERF: &str = "the training benchmark";
 
@@ -34,9 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(cmd) => model::run(&global, cmd),
         Command::Train(args) => train::run(&global, &args),
         Command::Merge(args) => merge::run(&global, &args),
-        Command::Generate(_) => not_built("generate", INFERENCE),
-        Command::Extract(_) => not_built("extract", INFERENCE),
-        Command::Eval(_) => not_built("eval", INFERENCE),
+        Command::Generate(args) => generate::run(&global, &args),
+        Command::Extract(args) => extract::run(&global, &args),
+        Command::Eval(args) => eval::run(&global, &args),
         Command::Bench(_) => not_built("bench train", PERF),
         Command::Params(_) => not_built("params", AWS),
         Command::Cloud(_) => not_built("cloud", AWS),

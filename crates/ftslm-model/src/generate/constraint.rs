@@ -43,4 +43,10 @@ pub trait TokenConstraint {
 
     /// Follows a chosen token.
     fn consume(&mut self, token: u32) -> Result<(), String>;
+
+    /// Tokens the constraint leaves no choice about, already followed; the
+    /// decoder appends them without sampling (one forward pass for all).
+    fn forced(&mut self) -> Result<Vec<u32>, String> {
+        Ok(Vec::new())
+    }
 }

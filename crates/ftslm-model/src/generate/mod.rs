@@ -6,9 +6,11 @@
 //! sequence.
 
 pub mod constraint;
+pub mod json_object;
 pub mod sampling;
 
 pub use constraint::{TokenConstraint, TokenMask};
+pub use json_object::{JsonObjectConstraint, JsonObjectGrammar};
 pub use sampling::{Sampler, Sampling};
 
 use crate::error::Result;
@@ -68,14 +70,29 @@ pub fn generate_batch(
     let mut results: Vec<Option<Generated>> = vec![None; prompts.len()];
     let mut running: Vec<Running> = Vec::with_capacity(prompts.len());
     for (index, prompt) in prompts.iter().enumerate() {
-        let constraint = constraints.as_mut().and_then(Iterator::next);
+        let mut constraint = constraints.as_mut().and_then(Iterator::next);
+        let mut next_input = prompt.clone();
+        let mut tokens = Vec::new();
+        if let Some(c) = constraint.as_deref_mut() {
+            match c.forced() {
+                Ok(forced) => tokens = forced,
+                Err(e) => {
+                    results[index] = Some(Generated {
+                        tokens,
+                        stop: StopReason::ConstraintFailed(e),
+                    });
+                    continue;
+                }
+            }
+        }
+        next_input.extend_from_slice(&tokens);
         running.push(Running {
             index,
             cache: model.new_cache(),
-            next_input: prompt.clone(),
+            next_input,
             sampler: Sampler::new(options.sampling.clone()),
             constraint,
-            tokens: Vec::new(),
+            tokens,
         });
     }
     if options.max_new_tokens == 0 {
@@ -137,18 +154,25 @@ fn step(r: &mut Running, logits: &[f32], options: &GenerationOptions) -> Option<
             "the constraint allows no token of the model's vocabulary".into(),
         ));
     };
-    if let Some(c) = r.constraint.as_deref_mut() {
-        if let Err(e) = c.consume(token) {
-            return Some(StopReason::ConstraintFailed(e));
-        }
-    }
     if options.stop_ids.contains(&token) {
         return Some(StopReason::EndOfTurn(token));
     }
-    r.tokens.push(token);
+    let mut next_input = vec![token];
+    if let Some(c) = r.constraint.as_deref_mut() {
+        let forced = c.consume(token).and_then(|()| c.forced());
+        match forced {
+            Ok(forced) => next_input.extend(forced),
+            Err(e) => {
+                r.tokens.push(token);
+                return Some(StopReason::ConstraintFailed(e));
+            }
+        }
+    }
+    r.tokens.extend_from_slice(&next_input);
     if r.tokens.len() >= options.max_new_tokens {
+        r.tokens.truncate(options.max_new_tokens);
         return Some(StopReason::MaxNewTokens);
     }
-    r.next_input = vec![token];
+    r.next_input = next_input;
     None
 }

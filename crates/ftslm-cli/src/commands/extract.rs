@@ -1,0 +1,169 @@
+//! `ftslm extract`: narratives in, one JSON object per narrative out. The
+//! prompt is rendered by the trainer's function, and decoding is constrained
+//! to the task's JSON object unless `--unconstrained`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use ftslm_data::{Record, MEDICAL_IE_FIELDS, SYSTEM_PROMPT};
+use serde_json::{json, Value};
+
+use crate::cli::{ExtractArgs, GlobalArgs, QuantizeArg};
+use crate::inference::{extraction_record, LoadedModel};
+use crate::output::{note, progress_bar};
+
+/// One narrative to extract from, and where it came from.
+struct Input {
+    line: Option<usize>,
+    id: Option<Value>,
+    record: Record,
+}
+
+pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> {
+    let d = &args.decoding;
+    let inputs = match (&args.text, &args.file) {
+        (Some(text), _) => vec![Input {
+            line: None,
+            id: None,
+            record: extraction_record(&d.instruction, text),
+        }],
+        (None, Some(file)) => read_inputs(file, &d.instruction)?,
+        (None, None) => bail!("give --text TEXT or --file FILE.jsonl"),
+    };
+    let m = &args.model;
+    let loaded = LoadedModel::load(
+        &m.model,
+        m.adapter.as_deref(),
+        m.quantize == QuantizeArg::Nf4,
+        SYSTEM_PROMPT,
+    )?;
+    let keys: Vec<String> = MEDICAL_IE_FIELDS.iter().map(|k| k.to_string()).collect();
+    let grammar = if d.unconstrained {
+        None
+    } else {
+        Some(loaded.json_grammar()?)
+    };
+    let records: Vec<Record> = inputs.iter().map(|i| i.record.clone()).collect();
+    let bar = progress_bar(global.quiet, records.len() as u64, "extracting");
+    let extractions = loaded.extract(
+        &records,
+        &keys,
+        grammar.as_ref(),
+        d.max_new_tokens,
+        d.batch_size,
+        &mut |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+
+    let mut failed = 0;
+    for (input, extraction) in inputs.iter().zip(&extractions) {
+        let parsed = ftslm_eval::parse_output(&extraction.text, &keys);
+        let object: Option<Value> = serde_json::from_str::<Value>(extraction.text.trim())
+            .ok()
+            .filter(Value::is_object);
+        let error = extraction.error.clone().or_else(|| {
+            (!parsed.json_valid).then(|| {
+                parsed
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the answer is not a JSON object".into())
+            })
+        });
+        if error.is_some() {
+            failed += 1;
+        }
+        if args.json {
+            let mut line = serde_json::Map::new();
+            if let Some(n) = input.line {
+                line.insert("line".into(), json!(n));
+            }
+            if let Some(id) = &input.id {
+                line.insert("id".into(), id.clone());
+            }
+            line.insert("extraction".into(), object.unwrap_or(Value::Null));
+            line.insert("text".into(), json!(extraction.text));
+            line.insert("error".into(), json!(error));
+            println!("{}", Value::Object(line));
+        } else {
+            let origin = match (&input.line, &input.id) {
+                (Some(n), Some(id)) => format!("line {n} ({id}): "),
+                (Some(n), None) => format!("line {n}: "),
+                _ => String::new(),
+            };
+            match &error {
+                None => println!("{origin}{}", extraction.text.trim()),
+                Some(e) => println!(
+                    "{origin}error: {e}; the model wrote: {}",
+                    extraction.text.trim()
+                ),
+            }
+        }
+    }
+    if failed > 0 {
+        note(
+            global.quiet,
+            format!(
+                "{failed} of {} inputs have no valid extraction",
+                inputs.len()
+            ),
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `{"input": ..., "id"?: ..., "instruction"?: ...}` lines; training
+/// records work too (their answer is ignored).
+fn read_inputs(path: &Path, default_instruction: &str) -> anyhow::Result<Vec<Input>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --file {}", path.display()))?;
+    let mut inputs = Vec::new();
+    let mut problems = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let n = index + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!(
+                    "{}:{n}: invalid JSON: {e} — each line must be one JSON object",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let input = value.get("input").and_then(Value::as_str);
+        let instruction = value.get("instruction").and_then(Value::as_str);
+        match input {
+            Some(input) if !input.trim().is_empty() => inputs.push(Input {
+                line: Some(n),
+                id: value.get("id").cloned(),
+                record: extraction_record(instruction.unwrap_or(default_instruction), input),
+            }),
+            _ => problems.push(format!(
+                "{}:{n}: no \"input\" string — each line needs the narrative as \"input\"",
+                path.display()
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        bail!(
+            "{} has {} bad line(s), listed above; fix them and rerun",
+            path.display(),
+            problems.len()
+        );
+    }
+    if inputs.is_empty() {
+        bail!(
+            "{} has no inputs; give one JSON object per line with an \"input\"",
+            path.display()
+        );
+    }
+    Ok(inputs)
+}

@@ -1,0 +1,58 @@
+//! `ftslm generate`: the chat template around one prompt, then the model's
+//! continuation, printed alone on stdout.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use ftslm_data::ChatMessage;
+use ftslm_model::generate::{generate_batch, GenerationOptions, Sampling, StopReason};
+
+use crate::cli::{GenerateArgs, GlobalArgs, QuantizeArg};
+use crate::inference::LoadedModel;
+use crate::output::note;
+
+pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let sampling = Sampling::from_flags(args.temperature, args.top_k, args.top_p, args.seed);
+    if let Some(problem) = sampling.problem() {
+        bail!("{problem}");
+    }
+    let m = &args.model;
+    let loaded = LoadedModel::load(
+        &m.model,
+        m.adapter.as_deref(),
+        m.quantize == QuantizeArg::Nf4,
+        args.system.as_deref().unwrap_or_default(),
+    )?;
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(ChatMessage::new("system", system.as_str()));
+    }
+    messages.push(ChatMessage::new("user", args.prompt.as_str()));
+    let prompt = loaded.tokenizer.encode_prompt_messages(&messages)?;
+    let options = GenerationOptions {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        stop_ids: loaded.stop_ids(),
+    };
+    let out = generate_batch(
+        &loaded.model,
+        loaded.adapter.as_ref(),
+        &[prompt],
+        &options,
+        None,
+    )?;
+    let Some(generated) = out.into_iter().next() else {
+        bail!("the model returned no sequence");
+    };
+    println!("{}", loaded.tokenizer.decode(&generated.tokens)?);
+    if generated.stop == StopReason::MaxNewTokens {
+        note(
+            global.quiet,
+            format!(
+                "stopped at --max-new-tokens {} before the model ended its turn",
+                args.max_new_tokens
+            ),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

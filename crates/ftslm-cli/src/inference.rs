@@ -1,0 +1,191 @@
+//! The model a user runs on text: base (in its stored precision, or NF4 on
+//! request), an optional PEFT adapter applied unmerged, and the prompt
+//! tokenizer the trainer uses, so inference sees exactly the training prompt.
+//! Shared by `generate`, `extract`, `eval` and the quickstart.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Device;
+use ftslm_data::tokenize::PromptTokenizer;
+use ftslm_data::{Answer, InstructionRecord, Record};
+use ftslm_model::generate::{
+    generate_batch, GenerationOptions, JsonObjectGrammar, Sampling, StopReason, TokenConstraint,
+};
+use ftslm_model::{chunked_nll, LlamaModel, LoraAdapter, TokenNll};
+use ftslm_train::model_source::{FrozenBase, ModelSource};
+
+/// Target positions projected to the vocabulary at once in the answer loss.
+const LOSS_CHUNK_TOKENS: usize = 256;
+
+pub struct LoadedModel {
+    pub model: LlamaModel,
+    pub adapter: Option<LoraAdapter>,
+    pub tokenizer: PromptTokenizer,
+    pub base: FrozenBase,
+}
+
+/// One record's answer as generated.
+#[derive(Debug, Clone)]
+pub struct Extraction {
+    pub text: String,
+    /// Why the answer is unusable, when it is (the text is kept for reports).
+    pub error: Option<String>,
+}
+
+impl LoadedModel {
+    /// Loads `model` (directory or .gguf) with `adapter`; `nf4` re-quantizes
+    /// the frozen projections to NF4 instead of keeping their stored precision.
+    pub fn load(
+        model: &Path,
+        adapter: Option<&Path>,
+        nf4: bool,
+        system_prompt: &str,
+    ) -> anyhow::Result<Self> {
+        let source = ModelSource::locate(model)?;
+        let base = if nf4 {
+            FrozenBase::Nf4 { double_quant: true }
+        } else if source.is_gguf() {
+            FrozenBase::Gguf
+        } else {
+            FrozenBase::F32
+        };
+        let (model_weights, _notes) = source
+            .load(base, &Device::Cpu)
+            .with_context(|| format!("cannot load --model {}", model.display()))?;
+        let adapter = match adapter {
+            Some(dir) => Some(
+                LoraAdapter::load_peft(dir, model_weights.config(), &Device::Cpu).with_context(
+                    || {
+                        format!(
+                            "cannot load --adapter {} onto --model {}",
+                            dir.display(),
+                            model.display()
+                        )
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let tokenizer = source.prompt_tokenizer(system_prompt)?;
+        Ok(LoadedModel {
+            model: model_weights,
+            adapter,
+            tokenizer,
+            base,
+        })
+    }
+
+    pub fn stop_ids(&self) -> Vec<u32> {
+        self.tokenizer.end_of_turn_ids().to_vec()
+    }
+
+    /// The JSON grammar over this tokenizer's vocabulary (about a second to build).
+    pub fn json_grammar(&self) -> anyhow::Result<JsonObjectGrammar> {
+        let end = *self.tokenizer.end_of_turn_ids().first().context(
+            "the tokenizer has no end-of-turn token, so a constrained answer could not end; \
+             use --unconstrained",
+        )?;
+        Ok(JsonObjectGrammar::new(self.tokenizer.tokenizer(), end)?)
+    }
+
+    /// Answers `records` in batches of `batch` sequences, constrained to a
+    /// JSON object with `keys` when `grammar` is given. `progress` gets the
+    /// number of records finished so far.
+    pub fn extract(
+        &self,
+        records: &[Record],
+        keys: &[String],
+        grammar: Option<&JsonObjectGrammar>,
+        max_new_tokens: usize,
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> anyhow::Result<Vec<Extraction>> {
+        let options = GenerationOptions {
+            max_new_tokens,
+            sampling: Sampling::Greedy,
+            stop_ids: self.stop_ids(),
+        };
+        let mut out = Vec::with_capacity(records.len());
+        for chunk in records.chunks(batch.max(1)) {
+            let prompts = chunk
+                .iter()
+                .map(|r| self.tokenizer.encode_prompt(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let generated = match grammar {
+                Some(g) => {
+                    let mut constraints = chunk
+                        .iter()
+                        .map(|_| g.constraint(keys))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let refs: Vec<&mut dyn TokenConstraint> = constraints
+                        .iter_mut()
+                        .map(|c| c as &mut dyn TokenConstraint)
+                        .collect();
+                    generate_batch(
+                        &self.model,
+                        self.adapter.as_ref(),
+                        &prompts,
+                        &options,
+                        Some(refs),
+                    )?
+                }
+                None => {
+                    generate_batch(&self.model, self.adapter.as_ref(), &prompts, &options, None)?
+                }
+            };
+            for g in generated {
+                let text = self.tokenizer.decode(&g.tokens)?;
+                let error = match (&g.stop, grammar.is_some()) {
+                    (StopReason::ConstraintFailed(e), _) => {
+                        Some(format!("constrained decoding failed: {e}"))
+                    }
+                    (StopReason::MaxNewTokens, true) => Some(format!(
+                        "the answer did not finish within --max-new-tokens {max_new_tokens}; \
+                         raise it or check the model"
+                    )),
+                    _ => None,
+                };
+                out.push(Extraction { text, error });
+            }
+            progress(out.len());
+        }
+        Ok(out)
+    }
+
+    /// Mean NLL of the reference answers (and end-of-turn token), the number
+    /// training reports as eval loss.
+    pub fn answer_loss(&self, records: &[Record], max_seq_length: usize) -> anyhow::Result<f64> {
+        let mut total = TokenNll::default();
+        for record in records {
+            let example = self.tokenizer.encode(record, max_seq_length)?;
+            let n = example.input_ids.len();
+            let positions: Vec<u32> = (0..n as u32).collect();
+            let hidden = self.model.final_hidden(
+                &example.input_ids,
+                &positions,
+                &vec![0; n],
+                self.adapter.as_ref(),
+                None,
+            )?;
+            total.add(chunked_nll(
+                &hidden,
+                self.model.lm_head(),
+                &example.input_ids,
+                &example.answer_mask,
+                LOSS_CHUNK_TOKENS,
+            )?);
+        }
+        Ok(total.mean())
+    }
+}
+
+/// A narrative to extract from, with the instruction the task trains on.
+pub fn extraction_record(instruction: &str, input: &str) -> Record {
+    Record::Instruction(InstructionRecord {
+        instruction: instruction.to_string(),
+        input: input.to_string(),
+        // Never rendered: prompts stop at the generation prompt.
+        output: Answer::Text(String::new()),
+    })
+}
