@@ -107,9 +107,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
-    /// Optimizer steps of the demo run
-    #[arg(long)]
-    pub steps: Option<usize>,
+    /// Optimizer steps of the demo run (batch 4)
+    #[arg(long, default_value_t = 60)]
+    pub steps: usize,
+    /// Validation records scored before and after training
+    #[arg(long, default_value_t = 24)]
+    pub eval_records: usize,
     /// Run directory
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,

@@ -5,15 +5,20 @@
 
 use std::path::Path;
 
+use std::time::Instant;
+
 use anyhow::Context;
 use candle_core::Device;
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::{Answer, InstructionRecord, Record};
+use ftslm_eval::{EvalReport, RecordMeta, Scorer};
 use ftslm_model::generate::{
     generate_batch, GenerationOptions, JsonObjectGrammar, Sampling, StopReason, TokenConstraint,
 };
 use ftslm_model::{chunked_nll, LlamaModel, LoraAdapter, TokenNll};
 use ftslm_train::model_source::{FrozenBase, ModelSource};
+
+use crate::output::progress_bar;
 
 /// Target positions projected to the vocabulary at once in the answer loss.
 const LOSS_CHUNK_TOKENS: usize = 256;
@@ -177,6 +182,70 @@ impl LoadedModel {
             )?);
         }
         Ok(total.mean())
+    }
+}
+
+/// How `evaluate` decodes.
+pub struct Decoding<'g> {
+    pub grammar: Option<&'g JsonObjectGrammar>,
+    pub max_new_tokens: usize,
+    pub batch: usize,
+    /// Longest reference example, in tokens, for the answer loss.
+    pub max_seq_length: usize,
+}
+
+impl LoadedModel {
+    /// Extracts every record, scores each answer against the record's own
+    /// reference (whose keys, from the first record, fix the schema), and
+    /// adds the answer loss. `lines` give each record's line in its file.
+    pub fn evaluate(
+        &self,
+        records: &[Record],
+        lines: &[usize],
+        decoding: &Decoding,
+        quiet: bool,
+    ) -> anyhow::Result<EvalReport> {
+        let mut references = Vec::with_capacity(records.len());
+        for (record, line) in records.iter().zip(lines) {
+            references.push(record.answer_fields().with_context(|| {
+                format!(
+                    "line {line}: the answer is not a JSON object, so there are no fields to \
+                     score — eval needs extraction records"
+                )
+            })?);
+        }
+        let keys: Vec<String> = references
+            .first()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        let started = Instant::now();
+        let bar = progress_bar(quiet, records.len() as u64, "extracting");
+        let extractions = self.extract(
+            records,
+            &keys,
+            decoding.grammar,
+            decoding.max_new_tokens,
+            decoding.batch,
+            &mut |done| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
+        let mut scorer = Scorer::new(keys);
+        scorer.set_generation_seconds(started.elapsed().as_secs_f64());
+        for (index, ((reference, extraction), line)) in
+            references.iter().zip(&extractions).zip(lines).enumerate()
+        {
+            let meta = RecordMeta {
+                index,
+                id: None,
+                line: Some(*line),
+            };
+            match &extraction.error {
+                Some(e) => scorer.add_failure(reference, Some(&extraction.text), e.clone(), meta),
+                None => scorer.add(reference, &extraction.text, meta),
+            };
+        }
+        let loss = self.answer_loss(records, decoding.max_seq_length)?;
+        Ok(scorer.finish(Some(loss)))
     }
 }
 

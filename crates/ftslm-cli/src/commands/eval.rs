@@ -4,16 +4,15 @@
 //! training's eval loss, and prints a table, a JSON report or a comparison.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ftslm_data::validate::read_records;
 use ftslm_data::{Record, SYSTEM_PROMPT};
-use ftslm_eval::{render_comparison, render_table, EvalReport, RecordMeta, Scorer};
+use ftslm_eval::{render_comparison, render_table, EvalReport};
 
 use crate::cli::{EvalArgs, GlobalArgs, QuantizeArg};
-use crate::inference::LoadedModel;
-use crate::output::{note, print_json, progress_bar};
+use crate::inference::{Decoding, LoadedModel};
+use crate::output::{note, print_json};
 
 pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let before = match &args.compare {
@@ -28,20 +27,8 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
         }
         lines.truncate(limit);
     }
-    let mut references = Vec::with_capacity(lines.len());
-    for l in &lines {
-        match l.record.answer_fields() {
-            Some(fields) => references.push(fields),
-            None => bail!(
-                "{}:{}: the answer is not a JSON object, so there are no fields to score — \
-                 eval needs extraction records",
-                args.data.display(),
-                l.line
-            ),
-        }
-    }
-    let keys: Vec<String> = references[0].keys().cloned().collect();
     let records: Vec<Record> = lines.iter().map(|l| l.record.clone()).collect();
+    let line_numbers: Vec<usize> = lines.iter().map(|l| l.line).collect();
 
     let m = &args.model;
     let loaded = LoadedModel::load(
@@ -56,38 +43,16 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(loaded.json_grammar()?)
     };
-    let started = Instant::now();
-    let bar = progress_bar(global.quiet, records.len() as u64, "generating");
-    let extractions = loaded.extract(
-        &records,
-        &keys,
-        grammar.as_ref(),
-        d.max_new_tokens,
-        d.batch_size,
-        &mut |done| bar.set_position(done as u64),
-    )?;
-    bar.finish_and_clear();
-    let generation_seconds = started.elapsed().as_secs_f64();
-    let answer_loss = loaded.answer_loss(&records, args.max_seq_length)?;
-
-    let mut scorer = Scorer::new(keys);
-    scorer.set_generation_seconds(generation_seconds);
-    for ((index, line), (reference, extraction)) in lines
-        .iter()
-        .enumerate()
-        .zip(references.iter().zip(&extractions))
-    {
-        let meta = RecordMeta {
-            index,
-            id: None,
-            line: Some(line.line),
-        };
-        match &extraction.error {
-            Some(e) => scorer.add_failure(reference, Some(&extraction.text), e.clone(), meta),
-            None => scorer.add(reference, &extraction.text, meta),
-        };
-    }
-    let report = scorer.finish(Some(answer_loss));
+    let decoding = Decoding {
+        grammar: grammar.as_ref(),
+        max_new_tokens: d.max_new_tokens,
+        batch: d.batch_size,
+        max_seq_length: args.max_seq_length,
+    };
+    let report = loaded
+        .evaluate(&records, &line_numbers, &decoding, global.quiet)
+        .with_context(|| format!("cannot evaluate on --data {}", args.data.display()))?;
+    let generation_seconds = report.summary.generation_seconds.unwrap_or_default();
     if let Some(out) = &args.out {
         report.write_json(out)?;
     }

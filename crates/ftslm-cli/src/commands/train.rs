@@ -22,11 +22,6 @@ use crate::output::note;
 
 pub fn run(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let global = with_training_file(global, args.config.as_deref())?;
-    let config = super::load_config(&global, false)?;
-    for n in config.notes() {
-        note(global.quiet, n);
-    }
-    let settings = RunSettings::from_config(&config)?;
     if args.max_steps == Some(0) {
         bail!("--max-steps must be at least 1; leave it out to train training.num_train_epochs");
     }
@@ -38,14 +33,35 @@ pub fn run(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         max_steps: args.max_steps.map(|n| n as u64),
         no_resume: args.no_resume,
     };
-    let quiet = global.quiet;
-    let mut prepared = prepare(&settings, &overrides, &mut |line| note(quiet, line))?;
-    println!("{}", prepared.plan);
     if args.dry_run {
+        let mut prepared = prepare_run(&global, &overrides)?;
+        println!("{}", prepared.plan);
         return dry_run(&mut prepared);
     }
+    let report = train_run(&global, &overrides)?;
+    print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
 
-    let mut progress: Box<dyn Progress> = if quiet {
+/// The configuration with the global flags, and the run it describes, loaded.
+fn prepare_run(global: &GlobalArgs, overrides: &RunOverrides) -> anyhow::Result<PreparedRun> {
+    let config = super::load_config(global, false)?;
+    for n in config.notes() {
+        note(global.quiet, n);
+    }
+    let settings = RunSettings::from_config(&config)?;
+    let quiet = global.quiet;
+    Ok(prepare(&settings, overrides, &mut |line| {
+        note(quiet, line)
+    })?)
+}
+
+/// Prepares and trains a run, printing its plan and writing its report;
+/// `ftslm train` and the quickstart share it.
+pub fn train_run(global: &GlobalArgs, overrides: &RunOverrides) -> anyhow::Result<RunReport> {
+    let prepared = prepare_run(global, overrides)?;
+    println!("{}", prepared.plan);
+    let mut progress: Box<dyn Progress> = if global.quiet {
         Box::new(NoProgress)
     } else {
         ftslm_train::for_stderr()
@@ -72,8 +88,7 @@ pub fn run(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     };
     report.throughput(&engine.stats(), options.gradient_accumulation_steps);
     report.write(&options.output_dir)?;
-    print_summary(&report);
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 /// `--config FILE`: the configuration loader reads a config folder, so the
@@ -163,7 +178,7 @@ fn dry_run(prepared: &mut PreparedRun) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_summary(report: &RunReport) {
+pub fn print_summary(report: &RunReport) {
     let s: &RunSummary = &report.summary;
     let loss = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
     println!("summary:");
