@@ -107,11 +107,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
-    /// Optimizer steps of the demo run (batch 4)
-    #[arg(long, default_value_t = 60)]
+    /// Optimizer steps of the demo run (4 records each)
+    #[arg(long, default_value_t = 30)]
     pub steps: usize,
     /// Validation records scored before and after training
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 20)]
     pub eval_records: usize,
     /// Run directory
     #[arg(long, default_value = "runs/quickstart")]

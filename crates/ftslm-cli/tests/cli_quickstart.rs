@@ -1,0 +1,47 @@
+//! `ftslm quickstart` end to end on the tiny checkpoint: synthetic data, base
+//! scores, a two-step QLoRA run, scores again, the before/after table.
+
+use assert_cmd::Command;
+use predicates::str::contains;
+use serde_json::Value;
+
+#[test]
+fn quickstart_trains_and_scores_before_and_after() {
+    let Some(model) = ftslm_testkit::shared("models/tiny-llama3") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("qs");
+    Command::cargo_bin("ftslm")
+        .unwrap()
+        .current_dir(tmp.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["quickstart", "--steps", "2", "--eval-records", "2"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(contains("before → after"))
+        .stdout(contains("all fields (micro)"))
+        .stdout(contains("quickstart finished"));
+    for report in ["eval_before.json", "eval_after.json"] {
+        let r: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(report)).unwrap()).unwrap();
+        assert_eq!(r["summary"]["records"], 2, "{report}");
+        assert_eq!(r["records"].as_array().unwrap().len(), 2, "{report}");
+        assert!(
+            r["summary"]["answer_loss"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/run_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["steps"], 2);
+    assert!(out
+        .join("run/final_model/adapter_model.safetensors")
+        .is_file());
+    assert!(out.join("data/train.jsonl").is_file());
+}
