@@ -111,7 +111,10 @@ impl LlamaConfig {
                 return Err(f.error(key, "must be greater than 0"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(f.error(
                 "num_key_value_heads",
                 format!(
@@ -120,7 +123,7 @@ impl LlamaConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(f.error(
                 "head_dim",
                 format!("({}) must be even for rotary embeddings", self.head_dim),

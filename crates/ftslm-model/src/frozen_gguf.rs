@@ -47,7 +47,9 @@ impl std::fmt::Debug for GgufBlocks {
 /// when a row would not be a whole number of blocks.
 pub fn row_bytes(dtype: GgmlDType, in_features: usize) -> Option<usize> {
     let block = dtype.block_size();
-    (in_features % block == 0).then(|| in_features / block * dtype.type_size())
+    in_features
+        .is_multiple_of(block)
+        .then(|| in_features / block * dtype.type_size())
 }
 
 impl GgufBlocks {

@@ -287,7 +287,7 @@ impl GgufFile {
 /// GGUF row h·d + 2j + half holds HF row h·d + half·d/2 + j. Returns, for each
 /// HF row, the GGUF row it comes from.
 pub fn hf_row_source(rows: usize, heads: usize) -> Option<Vec<usize>> {
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return None;
     }
     let head_dim = rows / heads;

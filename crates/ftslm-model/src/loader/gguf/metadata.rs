@@ -149,7 +149,8 @@ fn validate(c: &LlamaConfig, m: &MetadataReader) -> Result<()> {
     if c.vocab_size == 0 {
         return Err(m.error("tokenizer.ggml.tokens", "is empty".into()));
     }
-    if c.num_attention_heads % c.num_key_value_heads != 0 || c.head_dim % 2 != 0 {
+    if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) || !c.head_dim.is_multiple_of(2)
+    {
         return Err(m.error(
             &key("attention.head_count_kv"),
             format!(
