@@ -310,9 +310,6 @@ pub struct ExtractionArgs {
     /// Records decoded together
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// The instruction before each narrative (the one the training data uses)
-    #[arg(long, default_value = ftslm_data::synth::INSTRUCTION)]
-    pub instruction: String,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +325,9 @@ pub struct ExtractArgs {
     /// One JSON object per input, with its id/line, on stdout
     #[arg(long)]
     pub json: bool,
+    /// The instruction before each narrative (the one the training data uses)
+    #[arg(long, default_value = ftslm_data::synth::INSTRUCTION)]
+    pub instruction: String,
     #[command(flatten)]
     pub decoding: ExtractionArgs,
 }

@@ -18,6 +18,7 @@ use ftslm_model::generate::{
 use ftslm_model::{chunked_nll, LlamaModel, LoraAdapter, TokenNll};
 use ftslm_train::model_source::{FrozenBase, ModelSource};
 
+use crate::cli::{ModelArgs, QuantizeArg};
 use crate::output::progress_bar;
 
 /// Target positions projected to the vocabulary at once in the answer loss.
@@ -81,8 +82,26 @@ impl LoadedModel {
         })
     }
 
+    /// The model the `--model/--adapter/--quantize` flags name.
+    pub fn from_args(args: &ModelArgs, system_prompt: &str) -> anyhow::Result<Self> {
+        Self::load(
+            &args.model,
+            args.adapter.as_deref(),
+            args.quantize == QuantizeArg::Nf4,
+            system_prompt,
+        )
+    }
+
     pub fn stop_ids(&self) -> Vec<u32> {
         self.tokenizer.end_of_turn_ids().to_vec()
+    }
+
+    /// The grammar `extract`/`eval` decode with: none under `--unconstrained`.
+    pub fn grammar_unless(&self, unconstrained: bool) -> anyhow::Result<Option<JsonObjectGrammar>> {
+        if unconstrained {
+            return Ok(None);
+        }
+        self.json_grammar().map(Some)
     }
 
     /// The JSON grammar over this tokenizer's vocabulary (about a second to build).

@@ -10,7 +10,7 @@ use ftslm_data::validate::read_records;
 use ftslm_data::{Record, SYSTEM_PROMPT};
 use ftslm_eval::{render_comparison, render_table, EvalReport};
 
-use crate::cli::{EvalArgs, GlobalArgs, QuantizeArg};
+use crate::cli::{EvalArgs, GlobalArgs};
 use crate::inference::{Decoding, LoadedModel};
 use crate::output::{note, print_json};
 
@@ -30,19 +30,9 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let records: Vec<Record> = lines.iter().map(|l| l.record.clone()).collect();
     let line_numbers: Vec<usize> = lines.iter().map(|l| l.line).collect();
 
-    let m = &args.model;
-    let loaded = LoadedModel::load(
-        &m.model,
-        m.adapter.as_deref(),
-        m.quantize == QuantizeArg::Nf4,
-        SYSTEM_PROMPT,
-    )?;
+    let loaded = LoadedModel::from_args(&args.model, SYSTEM_PROMPT)?;
     let d = &args.decoding;
-    let grammar = if d.unconstrained {
-        None
-    } else {
-        Some(loaded.json_grammar()?)
-    };
+    let grammar = loaded.grammar_unless(d.unconstrained)?;
     let decoding = Decoding {
         grammar: grammar.as_ref(),
         max_new_tokens: d.max_new_tokens,

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use ftslm_data::{Record, MEDICAL_IE_FIELDS, SYSTEM_PROMPT};
 use serde_json::{json, Value};
 
-use crate::cli::{ExtractArgs, GlobalArgs, QuantizeArg};
+use crate::cli::{ExtractArgs, GlobalArgs};
 use crate::inference::{extraction_record, LoadedModel};
 use crate::output::{note, progress_bar};
 
@@ -26,24 +26,14 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
         (Some(text), _) => vec![Input {
             line: None,
             id: None,
-            record: extraction_record(&d.instruction, text),
+            record: extraction_record(&args.instruction, text),
         }],
-        (None, Some(file)) => read_inputs(file, &d.instruction)?,
+        (None, Some(file)) => read_inputs(file, &args.instruction)?,
         (None, None) => bail!("give --text TEXT or --file FILE.jsonl"),
     };
-    let m = &args.model;
-    let loaded = LoadedModel::load(
-        &m.model,
-        m.adapter.as_deref(),
-        m.quantize == QuantizeArg::Nf4,
-        SYSTEM_PROMPT,
-    )?;
+    let loaded = LoadedModel::from_args(&args.model, SYSTEM_PROMPT)?;
     let keys: Vec<String> = MEDICAL_IE_FIELDS.iter().map(|k| k.to_string()).collect();
-    let grammar = if d.unconstrained {
-        None
-    } else {
-        Some(loaded.json_grammar()?)
-    };
+    let grammar = loaded.grammar_unless(d.unconstrained)?;
     let records: Vec<Record> = inputs.iter().map(|i| i.record.clone()).collect();
     let bar = progress_bar(global.quiet, records.len() as u64, "extracting");
     let extractions = loaded.extract(

@@ -7,7 +7,7 @@ use anyhow::bail;
 use ftslm_data::ChatMessage;
 use ftslm_model::generate::{generate_batch, GenerationOptions, Sampling, StopReason};
 
-use crate::cli::{GenerateArgs, GlobalArgs, QuantizeArg};
+use crate::cli::{GenerateArgs, GlobalArgs};
 use crate::inference::LoadedModel;
 use crate::output::note;
 
@@ -16,13 +16,7 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
     if let Some(problem) = sampling.problem() {
         bail!("{problem}");
     }
-    let m = &args.model;
-    let loaded = LoadedModel::load(
-        &m.model,
-        m.adapter.as_deref(),
-        m.quantize == QuantizeArg::Nf4,
-        args.system.as_deref().unwrap_or_default(),
-    )?;
+    let loaded = LoadedModel::from_args(&args.model, args.system.as_deref().unwrap_or_default())?;
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(ChatMessage::new("system", system.as_str()));

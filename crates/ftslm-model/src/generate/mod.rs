@@ -106,12 +106,11 @@ pub fn generate_batch(
     }
 
     while !running.is_empty() {
-        let inputs: Vec<Vec<u32>> = running.iter().map(|r| r.next_input.clone()).collect();
-        let inputs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
         let mut caches: Vec<KvCache> = running
             .iter_mut()
             .map(|r| std::mem::take(&mut r.cache))
             .collect();
+        let inputs: Vec<&[u32]> = running.iter().map(|r| r.next_input.as_slice()).collect();
         let logits = model.forward_cached(&inputs, &mut caches, adapter)?; // [running, vocab]
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
 
