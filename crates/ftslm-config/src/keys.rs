@@ -349,6 +349,19 @@ pub static SCHEMA: &[KeyDef] = &[
     )
     .ssm("/fine-tune-slm/ec2/instance-type"),
     KeyDef::new(
+        "aws.ec2.hourly_price_usd",
+        ValueKind::Float,
+        Lit::Null,
+        "On-demand price per hour, for the cost `cloud stop` prints; null = ftslm's table",
+    )
+    .nullable(),
+    KeyDef::new(
+        "aws.ec2.idle_shutdown_minutes",
+        ValueKind::Int { min: 0 },
+        Lit::Int(30),
+        "The instance shuts itself down after this long without an ftslm command (0 = never)",
+    ),
+    KeyDef::new(
         "aws.ebs.volume_id",
         ValueKind::Str,
         Lit::Null,
@@ -404,6 +417,12 @@ pub static SCHEMA: &[KeyDef] = &[
         "ECR registry URL (e.g., 123456789012.dkr.ecr.us-east-1.amazonaws.com)",
     )
     .ssm("/fine-tune-slm/ecr/registry"),
+    KeyDef::new(
+        "aws.ecr.image_tag",
+        ValueKind::Str,
+        Lit::Str("latest"),
+        "Tag of the training image pulled from the repository",
+    ),
     KeyDef::new(
         "aws.secrets_manager.hf_token_secret",
         ValueKind::Str,

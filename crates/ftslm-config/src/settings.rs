@@ -154,6 +154,8 @@ pub struct AwsSettings {
 pub struct Ec2Settings {
     pub instance_id: Option<String>,
     pub instance_type: String,
+    pub hourly_price_usd: Option<f64>,
+    pub idle_shutdown_minutes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -177,6 +179,7 @@ pub struct S3Settings {
 pub struct EcrSettings {
     pub repository: String,
     pub registry: Option<String>,
+    pub image_tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
