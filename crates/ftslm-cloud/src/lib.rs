@@ -10,6 +10,7 @@
 
 pub mod aws;
 mod blocking;
+pub mod doctor;
 pub mod hub_fetch;
 pub mod model_fetch;
 mod params;
