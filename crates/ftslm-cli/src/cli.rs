@@ -428,7 +428,10 @@ pub enum ParamsCommand {
 #[derive(Debug, Subcommand)]
 pub enum CloudCommand {
     /// Identity, resources and permissions, with the command that fixes what is missing
-    Doctor,
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Instance state, status checks and SSM agent
     Status {
         #[arg(long)]

@@ -1,5 +1,6 @@
 //! One handler per command; `run` dispatches to them.
 
+mod cloud;
 mod config;
 mod data;
 mod eval;
@@ -9,7 +10,7 @@ mod merge;
 mod model;
 mod quickstart;
 mod train;
-mod unbuilt;
+pub(crate) mod unbuilt;
 
 use std::process::ExitCode;
 
@@ -41,7 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(args) => eval::run(&global, &args),
         Command::Bench(_) => not_built("bench train", PERF),
         Command::Params(_) => not_built("params", AWS),
-        Command::Cloud(_) => not_built("cloud", AWS),
+        Command::Cloud(cmd) => cloud::run(&global, cmd),
         Command::Runs(_) => not_built("runs", AWS),
         Command::Checkpoints(_) => not_built("checkpoints", AWS),
         Command::Push(_) => not_built("push", AWS),

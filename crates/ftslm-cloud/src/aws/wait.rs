@@ -1,9 +1,31 @@
-//! Bounded polling: every wait in ftslm has a limit and says what it waited for.
+//! Bounded polling: every wait in ftslm has a limit and says what it waited for,
+//! and gives way to Ctrl-C (see [`request_interrupt`]).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::AwsError;
+
+/// Set by the binary's Ctrl-C handler. Waits check it at every poll, so an
+/// interrupted command gets to clean up (stop the instance) instead of dying
+/// with the instance still billing.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every wait in progress to end with [`AwsError::Interrupted`].
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Forgets an earlier request, so that clean-up waits (stopping the instance)
+/// run to the end.
+pub fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
+pub fn interrupt_requested() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// Calls `probe` every `interval` until it returns `Some`, or fails with
 /// [`AwsError::Timeout`] naming `what` once `limit` has passed.
@@ -21,6 +43,9 @@ where
     loop {
         if let Some(done) = probe().await? {
             return Ok(done);
+        }
+        if interrupt_requested() {
+            return Err(AwsError::Interrupted);
         }
         if started.elapsed() >= limit {
             return Err(AwsError::Timeout {
