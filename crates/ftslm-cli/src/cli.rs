@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
     /// Folder holding training_config.yml/aws_config.yml (or training.yml/aws.yml)
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "FTSLM_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
     /// Override one configuration value, e.g. --set training.learning_rate=1e-4 (repeatable)
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
