@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod moto;
+pub mod ssm_agent_stand_in;
 
 /// The fixtures folder: `$FTSLM_SHARED` if set, else `shared/` beside the repository.
 pub fn shared_root() -> PathBuf {
