@@ -10,7 +10,6 @@ mod lifecycle;
 
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::InstanceStatusSummary;
 use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
@@ -288,30 +287,4 @@ where
     T: Send,
 {
     aws.block_on(future)?
-}
-
-/// Calls `probe` every poll interval until it returns `Some`, or fails with
-/// [`AwsError::Timeout`] naming `what` once `limit` has passed since `started`
-/// (the same contract as [`crate::aws::poll_until`], from synchronous code).
-pub(crate) fn wait_blocking<T>(
-    aws: &Aws,
-    what: &str,
-    started: Instant,
-    limit: Duration,
-    mut probe: impl FnMut() -> Result<Option<T>, AwsError>,
-) -> Result<T, AwsError> {
-    loop {
-        if let Some(done) = probe()? {
-            return Ok(done);
-        }
-        let elapsed = started.elapsed();
-        if elapsed >= limit {
-            return Err(AwsError::Timeout {
-                what: what.to_string(),
-                waited: elapsed,
-            });
-        }
-        // The last probe lands on the deadline rather than an interval past it.
-        std::thread::sleep(aws.poll_interval().min(limit - elapsed));
-    }
 }

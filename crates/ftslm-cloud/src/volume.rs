@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState, VolumeState};
 use serde::Serialize;
 
+use crate::aws::wait_blocking;
 use crate::aws::{call_error, Aws, AwsError};
-use crate::instance::{describe_ec2, run, wait_blocking};
+use crate::instance::{describe_ec2, run};
 
 /// Attaching takes seconds; the rest is room for a volume still detaching
 /// from a stopped instance.

@@ -142,7 +142,13 @@ fn instance_information(request: &[u8]) -> String {
     ] {
         for filter in request[list].as_array().into_iter().flatten() {
             if filter[key] == "InstanceIds" {
-                ids.extend(filter[values].as_array().into_iter().flatten().filter_map(|v| v.as_str()));
+                ids.extend(
+                    filter[values]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str()),
+                );
             }
         }
     }

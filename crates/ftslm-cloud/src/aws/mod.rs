@@ -18,7 +18,9 @@ use tokio::runtime::Runtime;
 
 pub use error::{call_error, AwsError};
 pub use target::CloudTarget;
-pub use wait::{clear_interrupt, interrupt_requested, poll_until, request_interrupt};
+pub use wait::{
+    clear_interrupt, interrupt_requested, poll_until, request_interrupt, wait_blocking,
+};
 
 /// A refused or silent endpoint must become an error, not a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -56,3 +56,39 @@ where
         tokio::time::sleep(interval).await;
     }
 }
+
+/// [`poll_until`] for synchronous probes (each probe may `block_on` an SDK
+/// call, and progress callbacks need not be `Send`): calls `probe` every
+/// `aws.poll_interval()` until it returns `Some`, or fails with
+/// [`AwsError::Timeout`] naming `what` once `limit` has passed since `started`,
+/// or with [`AwsError::Interrupted`] soon after Ctrl-C.
+pub fn wait_blocking<T>(
+    aws: &super::Aws,
+    what: &str,
+    started: Instant,
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>, AwsError>,
+) -> Result<T, AwsError> {
+    loop {
+        if let Some(done) = probe()? {
+            return Ok(done);
+        }
+        let elapsed = started.elapsed();
+        if elapsed >= limit {
+            return Err(AwsError::Timeout {
+                what: what.to_string(),
+                waited: elapsed,
+            });
+        }
+        // The last probe lands on the deadline rather than an interval past it.
+        let pause = aws.poll_interval().min(limit - elapsed);
+        let resume = Instant::now() + pause;
+        // Short naps, so Ctrl-C is noticed within a fraction of a second.
+        while Instant::now() < resume {
+            if interrupt_requested() {
+                return Err(AwsError::Interrupted);
+            }
+            std::thread::sleep((resume - Instant::now()).min(Duration::from_millis(200)));
+        }
+    }
+}

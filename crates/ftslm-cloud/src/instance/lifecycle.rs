@@ -7,11 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{
-    describe_ec2, hours_between, run, ssm_agent, wait_blocking, InstanceState, InstanceStatus,
-    SsmAgent,
-};
-use crate::aws::{call_error, Aws, AwsError};
+use super::{describe_ec2, hours_between, run, ssm_agent, InstanceState, InstanceStatus, SsmAgent};
+use crate::aws::{call_error, wait_blocking, Aws, AwsError};
 use crate::pricing::{hourly_price, PriceSource};
 
 /// A GPU instance is usually running in one or two minutes, its checks pass in
