@@ -10,9 +10,11 @@
 
 pub mod aws;
 mod blocking;
+pub mod command_logs;
 pub mod hub_fetch;
 pub mod model_fetch;
 mod params;
+pub mod remote;
 pub mod secret;
 
 pub use model_fetch::{
