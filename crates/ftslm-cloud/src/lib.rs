@@ -12,6 +12,7 @@ pub mod aws;
 mod blocking;
 pub mod hub_fetch;
 pub mod model_fetch;
+pub mod param_init;
 mod params;
 pub mod secret;
 
