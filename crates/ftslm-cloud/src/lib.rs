@@ -13,6 +13,7 @@ mod blocking;
 pub mod hub_fetch;
 pub mod model_fetch;
 pub mod param_init;
+pub mod param_list;
 mod params;
 pub mod secret;
 

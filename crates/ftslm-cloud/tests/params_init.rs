@@ -10,9 +10,8 @@ use std::time::Duration;
 use aws_sdk_ssm::types::{ParameterStringFilter, ParameterType};
 use common::sdk_config;
 use ftslm_cloud::aws::{Aws, AwsError};
-use ftslm_cloud::param_init::{
-    apply, list, Action, ParameterPlan, PlanError, MAX_DESCRIPTION_CHARS,
-};
+use ftslm_cloud::param_init::{apply, Action, ParameterPlan, PlanError, MAX_DESCRIPTION_CHARS};
+use ftslm_cloud::param_list::list;
 use ftslm_config::{ConfigLoader, ResolvedConfig};
 use ftslm_testkit::moto::MotoServer;
 
