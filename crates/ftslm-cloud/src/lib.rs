@@ -17,6 +17,8 @@ pub mod doctor;
 pub mod hub_fetch;
 pub mod instance;
 pub mod model_fetch;
+pub mod param_init;
+pub mod param_list;
 mod params;
 pub mod pricing;
 pub mod remote;
