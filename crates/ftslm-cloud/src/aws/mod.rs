@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 pub use error::{call_error, AwsError};
 pub use target::CloudTarget;
 pub use wait::{
-    clear_interrupt, interrupt_requested, poll_until, request_interrupt, wait_blocking,
+    clear_interrupt, interrupt_requested, nap, poll_until, request_interrupt, wait_blocking,
 };
 
 /// A refused or silent endpoint must become an error, not a hang.

@@ -44,16 +44,13 @@ where
         if let Some(done) = probe().await? {
             return Ok(done);
         }
-        if interrupt_requested() {
-            return Err(AwsError::Interrupted);
-        }
         if started.elapsed() >= limit {
             return Err(AwsError::Timeout {
                 what: what.to_string(),
                 waited: started.elapsed(),
             });
         }
-        tokio::time::sleep(interval).await;
+        nap(interval).await?;
     }
 }
 
@@ -90,5 +87,21 @@ pub fn wait_blocking<T>(
             }
             std::thread::sleep((resume - Instant::now()).min(Duration::from_millis(200)));
         }
+    }
+}
+
+/// Sleeps `pause` in short naps inside async code, ending early with
+/// [`AwsError::Interrupted`] after Ctrl-C.
+pub async fn nap(pause: Duration) -> Result<(), AwsError> {
+    let resume = Instant::now() + pause;
+    loop {
+        if interrupt_requested() {
+            return Err(AwsError::Interrupted);
+        }
+        let now = Instant::now();
+        if now >= resume {
+            return Ok(());
+        }
+        tokio::time::sleep((resume - now).min(Duration::from_millis(200))).await;
     }
 }

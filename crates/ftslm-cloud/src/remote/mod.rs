@@ -13,7 +13,7 @@ use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocationStatus};
 
-use crate::aws::{call_error, Aws, AwsError};
+use crate::aws::{call_error, nap, Aws, AwsError};
 use crate::secret::redact;
 
 pub(crate) use tail::LogTail;
@@ -236,7 +236,7 @@ pub fn wait(
                     waited: started.elapsed(),
                 });
             }
-            tokio::time::sleep(interval).await;
+            nap(interval).await?;
         }
     })?
 }
