@@ -13,6 +13,7 @@ mod blocking;
 pub mod hub_fetch;
 pub mod model_fetch;
 mod params;
+pub mod runs;
 pub mod secret;
 
 pub use model_fetch::{
