@@ -22,6 +22,7 @@ pub mod param_list;
 mod params;
 pub mod pricing;
 pub mod remote;
+pub mod runs;
 pub mod scripts;
 pub mod secret;
 pub mod volume;
