@@ -411,12 +411,17 @@ pub enum BenchCommand {
 pub enum ParamsCommand {
     /// Create every ssm_param of the configuration in Parameter Store
     Init {
+        /// Replace parameters that exist with a different value
         #[arg(long)]
         overwrite: bool,
+        /// Show what would be written; write nothing
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask for confirmation (needed when not on a terminal)
         #[arg(long)]
         yes: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// List the parameters and their values
     List {
@@ -451,28 +456,39 @@ pub enum CloudCommand {
     },
     /// Attach and mount the volume, pull the image, check the GPU
     Deploy {
+        /// Leave the volume as it is (attached and mounted earlier)
         #[arg(long)]
         skip_volume: bool,
+        /// Do not log in to ECR or pull the image
         #[arg(long)]
         skip_image: bool,
     },
-    /// Run `ftslm train` on the instance
+    /// Run `ftslm train` on the instance, stream its output, archive the run in S3
+    #[command(
+        after_help = "Example: ftslm cloud train --test\n         ftslm cloud train --max-steps 500 --background"
+    )]
     Train {
-        #[arg(long)]
+        /// Remote `ftslm train --dry-run`: load everything, one step, write nothing
+        #[arg(long, conflicts_with_all = ["test", "max_steps"])]
         dry_run: bool,
-        #[arg(long)]
+        /// A short run (10 steps, saves and evals every 5) that exercises every part
+        #[arg(long, conflicts_with = "max_steps")]
         test: bool,
         #[arg(long)]
         max_steps: Option<usize>,
+        /// Start over instead of resuming from the checkpoints on the volume
         #[arg(long)]
         no_resume: bool,
+        /// Print the command id and return; follow it with `ftslm cloud logs --follow`
         #[arg(long)]
         background: bool,
-        #[arg(long)]
-        timeout: Option<String>,
+        /// Longest the run may take, e.g. 90m or 10h (default 24h)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
-    /// Command output from CloudWatch Logs
+    /// Command output from CloudWatch Logs (the latest ftslm command by default)
     Logs {
+        /// Keep printing until the command ends
         #[arg(long)]
         follow: bool,
         #[arg(long)]
@@ -480,19 +496,35 @@ pub enum CloudCommand {
     },
     /// Run `ftslm extract` on the instance against a run's adapter
     Test {
+        /// The run's timestamp (YYYYmmdd_HHMMSS) or `latest`
         #[arg(long)]
         run: String,
         #[arg(long)]
         text: String,
     },
-    /// start → deploy → train → verify S3 → pull → stop
+    /// start → deploy → train → verify S3 → pull → stop; the instance is stopped whatever fails
     Run {
         #[arg(long)]
         max_steps: Option<usize>,
-        #[arg(long)]
+        /// A short test run instead of the configured one
+        #[arg(long, conflicts_with = "max_steps")]
+        test: bool,
+        /// Stop the instance at the end (the default; kept for the original scripts' flag)
+        #[arg(long, conflicts_with = "keep_running")]
         stop_after: bool,
+        /// Leave the instance running at the end and after a failure
         #[arg(long)]
         keep_running: bool,
+        /// Where the run is pulled to (a folder per run)
+        #[arg(long, default_value = "runs/cloud")]
+        out: PathBuf,
+        #[arg(long)]
+        no_resume: bool,
+        /// Longest the training may take, e.g. 90m or 10h (default 24h)
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -503,11 +535,16 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download a run (TIMESTAMP or latest)
+    /// Download a run (TIMESTAMP or latest), checksums verified; resumes an interrupted pull
     Pull {
         run: String,
         #[arg(long)]
         out: PathBuf,
+        /// Parallel downloads
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -20,11 +20,13 @@ pub mod model_fetch;
 pub mod param_init;
 pub mod param_list;
 mod params;
+pub mod pipeline;
 pub mod pricing;
 pub mod remote;
 pub mod runs;
 pub mod scripts;
 pub mod secret;
+pub mod steps;
 pub mod volume;
 
 pub use model_fetch::{

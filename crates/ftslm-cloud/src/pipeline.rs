@@ -205,7 +205,13 @@ pub fn run_pipeline(
     if report.succeeded() {
         let started = begin(Step::Deploy, events);
         match steps::deploy(aws, target, false, false, &progress, &on_line) {
-            Ok(_) => ok(&mut report, Step::Deploy, started, "volume mounted, image pulled, GPU seen".into(), events),
+            Ok(_) => ok(
+                &mut report,
+                Step::Deploy,
+                started,
+                "volume mounted, image pulled, GPU seen".into(),
+                events,
+            ),
             Err(e) => fail(&mut report, Step::Deploy, started, &e, events),
         }
     }
@@ -216,8 +222,12 @@ pub fn run_pipeline(
         let launched = RefCell::new(None);
         let result = steps::launch_training(aws, target, &run_timestamp, args, options.train_limit)
             .and_then(|l| {
-                progress(&format!("command {} sent; archive {}", l.command_id, l.s3_uri));
-                let outcome = steps::follow_training(aws, target, &l, options.train_limit, &on_line);
+                progress(&format!(
+                    "command {} sent; archive {}",
+                    l.command_id, l.s3_uri
+                ));
+                let outcome =
+                    steps::follow_training(aws, target, &l, options.train_limit, &on_line);
                 *launched.borrow_mut() = Some(l);
                 outcome
             });
@@ -304,7 +314,14 @@ pub fn run_pipeline(
         Ok(stop) => {
             let detail = stop.summary();
             report.stop = Some(stop);
-            record(&mut report, Step::Stop, StepState::Ok, started, detail, events);
+            record(
+                &mut report,
+                Step::Stop,
+                StepState::Ok,
+                started,
+                detail,
+                events,
+            );
         }
         Err(e) => {
             report.instance_left_running = true;

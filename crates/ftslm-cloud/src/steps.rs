@@ -114,7 +114,15 @@ fn run_remote(
             log_group: log_group.clone(),
         },
     )?;
-    remote::wait(aws, &log_group, &id, &instance_id, limit + WAIT_MARGIN, on_line)?.into_result()
+    remote::wait(
+        aws,
+        &log_group,
+        &id,
+        &instance_id,
+        limit + WAIT_MARGIN,
+        on_line,
+    )?
+    .into_result()
 }
 
 /// Attaches the volume (unless skipped), then mounts it, pulls the image and
@@ -139,7 +147,10 @@ pub fn deploy(
         progress(&if attached.already_attached {
             format!("volume {} already attached", attached.volume_id)
         } else {
-            format!("volume {} attached as {}", attached.volume_id, attached.device)
+            format!(
+                "volume {} attached as {}",
+                attached.volume_id, attached.device
+            )
         });
     }
     let script = DeployScript::for_target(target, skip_volume, skip_image)?
@@ -270,11 +281,13 @@ pub fn verify_uploaded(
     let uri = format!("s3://{bucket}/{prefix}");
     if !missing.is_empty() {
         return Err(AwsError::NotFound {
-            what: format!("a complete upload at {uri} (missing {})", missing.join(", ")),
-            fix: format!(
-                "the run's upload did not finish: see its output with `ftslm cloud logs`; the \
-                 run directory stays on the volume, and `ftslm cloud train` resumes it"
+            what: format!(
+                "a complete upload at {uri} (missing {})",
+                missing.join(", ")
             ),
+            fix: "the run's upload did not finish: see its output with `ftslm cloud logs`; the \
+                  run directory stays on the volume, and `ftslm cloud train` resumes it"
+                .to_string(),
         });
     }
     Ok(UploadedRun {

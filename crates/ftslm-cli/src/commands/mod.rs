@@ -1,6 +1,6 @@
 //! One handler per command; `run` dispatches to them.
 
-mod cloud;
+pub(crate) mod cloud;
 mod config;
 mod data;
 mod eval;
@@ -8,6 +8,7 @@ mod extract;
 mod generate;
 mod merge;
 mod model;
+mod params;
 mod quickstart;
 mod train;
 pub(crate) mod unbuilt;
@@ -41,10 +42,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(args) => extract::run(&global, &args),
         Command::Eval(args) => eval::run(&global, &args),
         Command::Bench(_) => not_built("bench train", PERF),
-        Command::Params(_) => not_built("params", AWS),
+        Command::Params(cmd) => params::run(&global, cmd),
         Command::Cloud(cmd) => cloud::run(&global, cmd),
-        Command::Runs(_) => not_built("runs", AWS),
-        Command::Checkpoints(_) => not_built("checkpoints", AWS),
+        Command::Runs(cmd) => cloud::runs::run(&global, cmd),
+        Command::Checkpoints(cmd) => cloud::checkpoints(&global, cmd),
         Command::Push(_) => not_built("push", AWS),
         Command::Metrics(_) => not_built("metrics", ENGINE),
     }

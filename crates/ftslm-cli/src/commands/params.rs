@@ -53,7 +53,12 @@ fn init(
         }
         let preview = apply(&aws, &plan, overwrite, true)?;
         for outcome in &preview {
-            eprintln!("  {} = {} ({})", outcome.name, show(&outcome.value), outcome.action);
+            eprintln!(
+                "  {} = {} ({})",
+                outcome.name,
+                show(&outcome.value),
+                outcome.action
+            );
         }
         if preview.iter().all(|o| !o.action.writes()) {
             eprintln!("nothing to write");
@@ -105,7 +110,10 @@ fn prompt_for_missing(plan: &mut ParameterPlan) -> anyhow::Result<()> {
         eprint!("{name} — {description}\n  value (empty to stop; or later {hint}): ");
         std::io::stderr().flush().ok();
         let mut line = String::new();
-        stdin.lock().read_line(&mut line).context("reading the answer")?;
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the answer")?;
         let value = line.trim();
         if value.is_empty() {
             bail!("no value for {name}: nothing written ({hint} gives it without asking)");
@@ -148,7 +156,10 @@ fn list_parameters(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> 
         };
         println!("{:width$}  {:<40}  {keys}", p.name, p.display_value());
     }
-    let unset = listed.iter().filter(|p| !p.is_set() && !p.unknown_to_config).count();
+    let unset = listed
+        .iter()
+        .filter(|p| !p.is_set() && !p.unknown_to_config)
+        .count();
     if unset > 0 {
         note(
             global.quiet,

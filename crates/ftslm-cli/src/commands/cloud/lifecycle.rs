@@ -20,7 +20,10 @@ pub fn status(global: &GlobalArgs, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&status)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("instance       {} ({})", status.instance_id, status.instance_type);
+    println!(
+        "instance       {} ({})",
+        status.instance_id, status.instance_type
+    );
     println!("state          {}", status.state);
     let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".to_string());
     println!(

@@ -23,11 +23,25 @@ pub(crate) fn print_line(line: LogLine) {
     }
 }
 
-pub fn deploy(global: &GlobalArgs, skip_volume: bool, skip_image: bool) -> anyhow::Result<ExitCode> {
+pub fn deploy(
+    global: &GlobalArgs,
+    skip_volume: bool,
+    skip_image: bool,
+) -> anyhow::Result<ExitCode> {
     let (aws, target) = super::connect(global)?;
     let progress = super::progress_printer(global.quiet);
-    let outcome = steps::deploy(&aws, &target, skip_volume, skip_image, &progress, &print_line)?;
-    eprintln!("deploy: {} (command {})", outcome.status, outcome.command_id);
+    let outcome = steps::deploy(
+        &aws,
+        &target,
+        skip_volume,
+        skip_image,
+        &progress,
+        &print_line,
+    )?;
+    eprintln!(
+        "deploy: {} (command {})",
+        outcome.status, outcome.command_id
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,7 +86,8 @@ pub fn train(global: &GlobalArgs, flags: TrainFlags) -> anyhow::Result<ExitCode>
             eprintln!(
                 "error: training {} ended {status}{}; its output: ftslm cloud logs --command-id {}",
                 launched.run_timestamp,
-                code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
+                code.map(|c| format!(" with exit code {c}"))
+                    .unwrap_or_default(),
                 launched.command_id
             );
             // The remote exit code, as far as a process exit code can carry it.
@@ -91,7 +106,11 @@ pub fn train(global: &GlobalArgs, flags: TrainFlags) -> anyhow::Result<ExitCode>
     }
 }
 
-pub fn logs(global: &GlobalArgs, follow: bool, command_id: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn logs(
+    global: &GlobalArgs,
+    follow: bool,
+    command_id: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let (aws, target) = super::connect(global)?;
     let instance_id = target.instance_id()?.to_string();
     let command_id = match command_id {
@@ -138,7 +157,11 @@ pub fn test(global: &GlobalArgs, run: &str, text: &str) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn clean(global: &GlobalArgs, dry_run: bool, keep_final_model: bool) -> anyhow::Result<ExitCode> {
+pub fn clean(
+    global: &GlobalArgs,
+    dry_run: bool,
+    keep_final_model: bool,
+) -> anyhow::Result<ExitCode> {
     let (aws, target) = super::connect(global)?;
     super::install_interrupt_handler();
     steps::clean_checkpoints(&aws, &target, dry_run, keep_final_model, &print_line)?;

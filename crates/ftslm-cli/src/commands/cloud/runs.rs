@@ -35,20 +35,27 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 concurrency,
                 ..PullOptions::default()
             };
-            let report = pull_run(&aws, &target, &selector, &out, &options, &|event| match event {
-                PullEvent::Planned {
-                    run,
-                    files,
-                    bytes_to_download,
-                } => {
-                    bar.set_length(bytes_to_download);
-                    bar.set_message(format!("{run}: {files} files"));
-                }
-                PullEvent::PartDone { bytes, .. } => {
-                    bar.set_position(done.fetch_add(bytes, Ordering::SeqCst) + bytes);
-                }
-                _ => {}
-            })?;
+            let report = pull_run(
+                &aws,
+                &target,
+                &selector,
+                &out,
+                &options,
+                &|event| match event {
+                    PullEvent::Planned {
+                        run,
+                        files,
+                        bytes_to_download,
+                    } => {
+                        bar.set_length(bytes_to_download);
+                        bar.set_message(format!("{run}: {files} files"));
+                    }
+                    PullEvent::PartDone { bytes, .. } => {
+                        bar.set_position(done.fetch_add(bytes, Ordering::SeqCst) + bytes);
+                    }
+                    _ => {}
+                },
+            )?;
             bar.finish_and_clear();
             if json {
                 print_json(&report)?;
@@ -79,7 +86,12 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn list(global: &GlobalArgs, aws: &Aws, target: &CloudTarget, json: bool) -> anyhow::Result<ExitCode> {
+fn list(
+    global: &GlobalArgs,
+    aws: &Aws,
+    target: &CloudTarget,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let catalog = catalog_runs(aws, target)?;
     if json {
         print_json(&catalog)?;
@@ -116,7 +128,10 @@ fn list(global: &GlobalArgs, aws: &Aws, target: &CloudTarget, json: bool) -> any
         }
     }
     for ignored in &catalog.ignored {
-        note(global.quiet, format!("ignored {}: {}", ignored.key, ignored.reason));
+        note(
+            global.quiet,
+            format!("ignored {}: {}", ignored.key, ignored.reason),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -145,7 +160,11 @@ pub fn verify_latest_run(
 ) -> Result<UploadedRun, AwsError> {
     let runs = ftslm_cloud::runs::list_runs(aws, target)?;
     let latest = runs.first().ok_or_else(|| AwsError::NotFound {
-        what: format!("a run under s3://{}/{}/", target.bucket().unwrap_or("?"), target.prefix()),
+        what: format!(
+            "a run under s3://{}/{}/",
+            target.bucket().unwrap_or("?"),
+            target.prefix()
+        ),
         fix: "nothing to verify: stop without --verify-s3, or train first".to_string(),
     })?;
     let uploaded = verify_uploaded(aws, target, &latest.timestamp)?;
