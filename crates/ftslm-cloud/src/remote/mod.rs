@@ -194,7 +194,7 @@ pub fn wait(
                         // time it reports the status, sometimes just after: read
                         // the streams now and once more a poll later.
                         tail.poll(&logs, on_line).await?;
-                        tokio::time::sleep(interval).await;
+                        nap(interval).await?;
                         tail.poll(&logs, on_line).await?;
                         return Ok(CommandOutcome {
                             command_id: command_id.to_string(),

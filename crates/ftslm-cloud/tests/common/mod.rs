@@ -4,6 +4,8 @@
 //! SDK configuration for a local moto server: explicit dummy credentials and
 //! endpoint, so tests never read the developer's AWS setup.
 
+pub mod world;
+
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ssm::config::{Credentials, SharedCredentialsProvider};
 use aws_sdk_ssm::types::ParameterType;
