@@ -8,6 +8,7 @@
 //! [`TrainingEngine`]; the data is any [`EpochSource`].
 
 pub mod atomic;
+pub mod bench;
 pub mod bf16_base;
 pub mod checkpoint;
 pub mod clip;

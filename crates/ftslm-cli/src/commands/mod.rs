@@ -1,5 +1,6 @@
 //! One handler per command; `run` dispatches to them.
 
+mod bench;
 pub(crate) mod cloud;
 mod config;
 mod data;
@@ -23,7 +24,6 @@ use unbuilt::not_built;
 
 const ENGINE: &str = "the QLoRA training engine";
 const AWS: &str = "the AWS pipeline";
-const PERF: &str = "the training benchmark";
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
@@ -41,7 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(&global, &args),
         Command::Extract(args) => extract::run(&global, &args),
         Command::Eval(args) => eval::run(&global, &args),
-        Command::Bench(_) => not_built("bench train", PERF),
+        Command::Bench(cmd) => bench::run(&global, cmd),
         Command::Params(cmd) => params::run(&global, cmd),
         Command::Cloud(cmd) => cloud::run(&global, cmd),
         Command::Runs(cmd) => cloud::runs::run(&global, cmd),

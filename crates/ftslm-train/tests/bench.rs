@@ -1,0 +1,59 @@
+//! The bench does the Python baseline's work: with NF4 identical to
+//! bitsandbytes' and LoRA B at zero, its step-0 loss on the default data must
+//! be the baseline's (3.469, `../shared/bench/hf_qlora_baseline.py` on the
+//! first 4 training records) — which proves the two compare like with like.
+
+use ftslm_config::LossOn;
+use ftslm_train::bench::{bench_train, BenchSettings};
+
+/// The baseline's step-0 loss at batch 4 on the first four records.
+const BASELINE_STEP0_LOSS: f64 = 3.469;
+
+#[test]
+fn step_zero_loss_matches_the_python_stack() {
+    let model = ftslm_testkit::require_shared!("models/smollm2-135m-instruct");
+    let data = ftslm_testkit::require_shared!("data/medical-ie/train.jsonl");
+    let settings = BenchSettings {
+        model,
+        data,
+        steps: 0,
+        batch_size: 4,
+        loss_on: LossOn::All,
+        threads: 2,
+    };
+    let report = bench_train(&settings, &mut |_| {}).unwrap();
+    assert_eq!(report.losses.len(), 1);
+    let loss = report.losses[0];
+    let relative = (loss - BASELINE_STEP0_LOSS).abs() / BASELINE_STEP0_LOSS;
+    assert!(
+        relative < 0.005,
+        "step-0 loss {loss:.4} is {:.2}% from the baseline's {BASELINE_STEP0_LOSS}",
+        relative * 100.0
+    );
+    // Step 0 is warm-up: nothing counted, so no throughput figure.
+    assert_eq!(report.tokens_per_s, None);
+    assert!(report.step_tokens[0] > 0);
+}
+
+#[test]
+fn answer_only_loss_is_a_different_number_on_the_same_batch() {
+    let model = ftslm_testkit::require_shared!("models/smollm2-135m-instruct");
+    let data = ftslm_testkit::require_shared!("data/medical-ie/train.jsonl");
+    let settings = BenchSettings {
+        model,
+        data,
+        steps: 0,
+        batch_size: 4,
+        loss_on: LossOn::Answer,
+        threads: 2,
+    };
+    let report = bench_train(&settings, &mut |_| {}).unwrap();
+    // The answers are JSON the instruct model has not learnt: harder than the
+    // whole conversation on average, and certainly not the same number.
+    assert!(
+        (report.losses[0] - BASELINE_STEP0_LOSS).abs() > 0.05,
+        "{}",
+        report.losses[0]
+    );
+    assert!(report.losses[0].is_finite());
+}
