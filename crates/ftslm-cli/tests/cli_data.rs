@@ -63,7 +63,7 @@ fn completions_are_generated_for_each_shell() {
 #[test]
 fn unbuilt_commands_say_so_and_fail() {
     ftslm()
-        .args(["bench", "train", "--model", "m", "--data", "d.jsonl"])
+        .args(["push", "runs/x/final_model"])
         .assert()
         .code(1)
         .stderr(contains("not built yet"));

@@ -4,14 +4,15 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a fresh moto_server may take to answer (Python imports are slow).
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
-/// Another process may grab the port between our probe and moto's bind.
+/// A slow machine may miss the start-up limit once.
 const START_ATTEMPTS: usize = 3;
 
 /// A running `moto_server` bound to 127.0.0.1.
@@ -95,18 +96,14 @@ fn find_program() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn free_loopback_port() -> Result<u16, String> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| format!("cannot bind a loopback port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot read the bound port: {e}"))
-}
-
+/// moto binds port 0 and logs the port the system gave it. Choosing a free
+/// port here and passing it on would race: two tests starting at once could
+/// pick the same one, and the loser would talk to the winner's server until
+/// that test ended and killed it.
 fn try_start(program: &Path) -> Result<MotoServer, String> {
-    let port = free_loopback_port()?;
-    let log = std::env::temp_dir().join(format!("ftslm-moto-{}-{port}.log", std::process::id()));
+    static STARTS: AtomicUsize = AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, Ordering::SeqCst);
+    let log = std::env::temp_dir().join(format!("ftslm-moto-{}-{n}.log", std::process::id()));
     let log_file =
         File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let log_err = log_file
@@ -115,29 +112,46 @@ fn try_start(program: &Path) -> Result<MotoServer, String> {
     // Output goes to a file, not a pipe: moto logs every request and would block
     // on a pipe nobody reads.
     let child = Command::new(program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-H", "127.0.0.1", "-p", "0"])
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(log_err)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let mut server = MotoServer { child, port, log };
+    let mut server = MotoServer {
+        child,
+        port: 0,
+        log,
+    };
     let deadline = Instant::now() + STARTUP_LIMIT;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = server.child.try_wait() {
             return Err(format!("exited with {status}: {}", log_tail(&server.log)));
         }
-        if answers_http(port) {
+        if server.port == 0 {
+            server.port = bound_port(&server.log).unwrap_or(0);
+        }
+        if server.port != 0 && answers_http(server.port) {
             return Ok(server);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let tail = log_tail(&server.log);
+    let port = server.port;
     drop(server);
     Err(format!(
-        "no answer on port {port} within {}s: {tail}",
+        "no answer (port {port}) within {}s: {tail}",
         STARTUP_LIMIT.as_secs()
     ))
+}
+
+/// The port of werkzeug's "Running on http://127.0.0.1:PORT" line.
+fn bound_port(log: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let at = text.find("Running on http://127.0.0.1:")?;
+    let rest = &text[at + "Running on http://127.0.0.1:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn answers_http(port: u16) -> bool {
