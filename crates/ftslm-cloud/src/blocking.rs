@@ -4,12 +4,7 @@
 
 use std::future::Future;
 
-use tokio::runtime::{Builder, Handle, Runtime};
-
-/// A single-threaded runtime: one configuration load needs no more.
-pub(crate) fn new_runtime() -> std::io::Result<Runtime> {
-    Builder::new_current_thread().enable_all().build()
-}
+use tokio::runtime::{Handle, Runtime};
 
 /// Runs `future` to completion on `runtime`, from any context. Returns `None` if
 /// the helper thread panicked (the SDK never should).

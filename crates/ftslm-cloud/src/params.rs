@@ -5,26 +5,26 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use ftslm_config::{
     ConfigError, ConfigLoader, ParameterSource, ParameterSourceError, ResolvedConfig,
 };
 use thiserror::Error;
-use tokio::runtime::Runtime;
 
-use crate::blocking;
+use crate::aws::{Aws, AwsError, CallLimits};
 
 /// GetParameters accepts at most this many names per call.
 pub const GET_PARAMETERS_BATCH: usize = 10;
 
 /// A configuration load must not hang on a dead network: a refused or silent
 /// endpoint becomes a note within a few seconds.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_ATTEMPTS: u32 = 2;
+const LOAD_LIMITS: CallLimits = CallLimits {
+    connect: Duration::from_secs(2),
+    attempt: Duration::from_secs(3),
+    operation: Duration::from_secs(5),
+    max_attempts: 2,
+    initial_backoff: Duration::from_millis(200),
+};
 
 #[derive(Debug, Error)]
 pub enum CloudError {
@@ -34,13 +34,18 @@ pub enum CloudError {
     SdkConfig,
 }
 
+impl From<AwsError> for CloudError {
+    fn from(e: AwsError) -> CloudError {
+        match e {
+            AwsError::Runtime(io) => CloudError::Runtime(io),
+            _ => CloudError::SdkConfig,
+        }
+    }
+}
+
 /// Parameter Store through the AWS SDK, with short timeouts and few retries.
 pub struct SsmParameterSource {
-    client: aws_sdk_ssm::Client,
-    endpoint_url: Option<String>,
-    region: Option<String>,
-    /// `None` only while dropping.
-    runtime: Option<Runtime>,
+    aws: Aws,
     /// name -> value, `None` for names Parameter Store does not have.
     cache: Mutex<BTreeMap<String, Option<String>>>,
 }
@@ -49,43 +54,32 @@ impl SsmParameterSource {
     /// A client configured like the AWS CLI (credential chain, profile,
     /// `AWS_ENDPOINT_URL`), in `region`.
     pub fn from_environment(region: &str) -> Result<Self, CloudError> {
-        let runtime = blocking::new_runtime()?;
-        let loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .timeout_config(timeouts())
-            .retry_config(retries());
-        let sdk_config =
-            blocking::block_on(&runtime, loader.load()).ok_or(CloudError::SdkConfig)?;
-        Ok(Self::with_runtime(&sdk_config, runtime))
+        Ok(Self::with(Aws::from_environment_with(region, LOAD_LIMITS)?))
     }
 
     /// A client from an explicit SDK configuration (endpoint, credentials, region),
     /// as tests against a local emulator need. ftslm's timeouts still apply.
     pub fn from_sdk_config(sdk_config: &SdkConfig) -> Result<Self, CloudError> {
-        Ok(Self::with_runtime(sdk_config, blocking::new_runtime()?))
+        Ok(Self::with(Aws::from_sdk_config_with(
+            sdk_config.clone(),
+            LOAD_LIMITS,
+        )?))
     }
 
-    fn with_runtime(sdk_config: &SdkConfig, runtime: Runtime) -> Self {
-        let config = aws_sdk_ssm::config::Builder::from(sdk_config)
-            .timeout_config(timeouts())
-            .retry_config(retries())
-            .build();
+    fn with(aws: Aws) -> Self {
         SsmParameterSource {
-            client: aws_sdk_ssm::Client::from_conf(config),
-            endpoint_url: sdk_config.endpoint_url().map(str::to_string),
-            region: sdk_config.region().map(|r| r.to_string()),
-            runtime: Some(runtime),
+            aws,
             cache: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The endpoint requests go to when one is configured (e.g. a local emulator).
     pub fn endpoint_url(&self) -> Option<&str> {
-        self.endpoint_url.as_deref()
+        self.aws.endpoint_url()
     }
 
     pub fn region(&self) -> Option<&str> {
-        self.region.as_deref()
+        self.aws.region()
     }
 
     async fn get_parameters(
@@ -124,13 +118,11 @@ impl ParameterSource for SsmParameterSource {
         unknown.sort();
         unknown.dedup();
         if !unknown.is_empty() {
-            let runtime = self
-                .runtime
-                .as_ref()
-                .ok_or_else(|| ParameterSourceError::new("the AWS runtime has shut down"))?;
-            let client = &self.client;
-            let found = blocking::block_on(runtime, Self::get_parameters(client, &unknown))
-                .ok_or_else(|| ParameterSourceError::new("the AWS call panicked"))??;
+            let client = self.aws.ssm();
+            let found = self
+                .aws
+                .block_on(Self::get_parameters(&client, &unknown))
+                .map_err(|e| ParameterSourceError::new(e.to_string()))??;
             for name in unknown {
                 let value = found.get(&name).cloned();
                 cache.insert(name, value);
@@ -147,29 +139,6 @@ impl ParameterSource for SsmParameterSource {
             })
             .collect())
     }
-}
-
-impl Drop for SsmParameterSource {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which tokio forbids inside another runtime.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
-}
-
-fn retries() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(MAX_ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(200))
 }
 
 /// The SDK's error and its causes on one line, short enough for a note: the top

@@ -9,6 +9,7 @@ mod target;
 mod wait;
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -22,49 +23,136 @@ pub use wait::{
     clear_interrupt, interrupt_requested, nap, poll_until, request_interrupt, wait_blocking,
 };
 
-/// A refused or silent endpoint must become an error, not a hang.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One HTTP attempt of an ordinary call (S3 object bodies are streamed after it).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(180);
-/// Standard retry mode backs off exponentially, with jitter, on throttling and
-/// transient errors; five attempts ride out a burst of `ThrottlingException`.
-const MAX_ATTEMPTS: u32 = 5;
+/// How long calls may take and how often they are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// A refused or silent endpoint must become an error, not a hang.
+    pub connect: Duration,
+    /// One HTTP attempt (S3 object bodies: the time between reads).
+    pub attempt: Duration,
+    pub operation: Duration,
+    /// Standard retry mode backs off exponentially, with jitter, on
+    /// throttling and transient errors.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl CallLimits {
+    /// The pipeline's commands: five attempts ride out a burst of
+    /// `ThrottlingException`.
+    pub const STANDARD: CallLimits = CallLimits {
+        connect: Duration::from_secs(5),
+        attempt: Duration::from_secs(60),
+        operation: Duration::from_secs(180),
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(500),
+    };
+
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(self.attempt)
+            .operation_timeout(self.operation)
+            .build()
+    }
+
+    /// Object bodies stream after the response head, so only the connection
+    /// and each read are bounded, not the whole transfer.
+    fn s3_timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .read_timeout(self.attempt)
+            .build()
+    }
+
+    fn retries(&self) -> RetryConfig {
+        RetryConfig::standard()
+            .with_max_attempts(self.max_attempts)
+            .with_initial_backoff(self.initial_backoff)
+    }
+}
+
+/// A client accessor with the standard timeouts and retries, built on first use.
+macro_rules! uniform_client {
+    ($field:ident, $krate:ident) => {
+        pub fn $field(&self) -> $krate::Client {
+            self.clients
+                .$field
+                .get_or_init(|| {
+                    $krate::Client::from_conf(
+                        $krate::config::Builder::from(&self.sdk)
+                            .timeout_config(self.limits.timeouts())
+                            .retry_config(self.limits.retries())
+                            .build(),
+                    )
+                })
+                .clone()
+        }
+    };
+}
+
 /// How often waits ask for the state of an instance, a volume or a command.
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Each client is built on first use and shared after (cloning one is cheap):
+/// waits ask for a client at every poll.
+#[derive(Default)]
+struct Clients {
+    ec2: OnceLock<aws_sdk_ec2::Client>,
+    ssm: OnceLock<aws_sdk_ssm::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+    secrets: OnceLock<aws_sdk_secretsmanager::Client>,
+    logs: OnceLock<aws_sdk_cloudwatchlogs::Client>,
+    ecr: OnceLock<aws_sdk_ecr::Client>,
+    sts: OnceLock<aws_sdk_sts::Client>,
+}
 
 /// SDK configuration plus the runtime that runs its futures.
 pub struct Aws {
     sdk: SdkConfig,
+    limits: CallLimits,
     /// `None` only while dropping.
     runtime: Option<Runtime>,
     poll_interval: Duration,
+    clients: Clients,
 }
 
 impl Aws {
     /// Clients configured like the AWS CLI (credential chain, `AWS_PROFILE`,
     /// `AWS_ENDPOINT_URL`), in `region`.
     pub fn from_environment(region: &str) -> Result<Aws, AwsError> {
+        Aws::from_environment_with(region, CallLimits::STANDARD)
+    }
+
+    /// [`Aws::from_environment`] with other limits.
+    pub fn from_environment_with(region: &str, limits: CallLimits) -> Result<Aws, AwsError> {
         let runtime = new_runtime()?;
         let loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .timeout_config(timeouts())
-            .retry_config(retries());
+            .timeout_config(limits.timeouts())
+            .retry_config(limits.retries());
         let sdk = crate::blocking::block_on(&runtime, loader.load()).ok_or(AwsError::SdkConfig)?;
-        Ok(Aws {
-            sdk,
-            runtime: Some(runtime),
-            poll_interval: DEFAULT_POLL_INTERVAL,
-        })
+        Ok(Aws::assemble(sdk, limits, runtime))
     }
 
     /// Clients from an explicit SDK configuration (tests against an emulator).
     pub fn from_sdk_config(sdk: SdkConfig) -> Result<Aws, AwsError> {
-        Ok(Aws {
+        Aws::from_sdk_config_with(sdk, CallLimits::STANDARD)
+    }
+
+    /// [`Aws::from_sdk_config`] with other limits.
+    pub fn from_sdk_config_with(sdk: SdkConfig, limits: CallLimits) -> Result<Aws, AwsError> {
+        Ok(Aws::assemble(sdk, limits, new_runtime()?))
+    }
+
+    fn assemble(sdk: SdkConfig, limits: CallLimits, runtime: Runtime) -> Aws {
+        Aws {
             sdk,
-            runtime: Some(new_runtime()?),
+            limits,
+            runtime: Some(runtime),
             poll_interval: DEFAULT_POLL_INTERVAL,
-        })
+            clients: Clients::default(),
+        }
     }
 
     /// How often waits poll; an emulator answers at once, AWS takes seconds.
@@ -96,71 +184,30 @@ impl Aws {
         crate::blocking::block_on(runtime, future).ok_or(AwsError::RuntimeGone)
     }
 
-    pub fn ec2(&self) -> aws_sdk_ec2::Client {
-        aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
-
-    pub fn ssm(&self) -> aws_sdk_ssm::Client {
-        aws_sdk_ssm::Client::from_conf(
-            aws_sdk_ssm::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
-
+    uniform_client!(ec2, aws_sdk_ec2);
+    uniform_client!(ssm, aws_sdk_ssm);
     /// Path-style addressing when an endpoint is configured: emulators and
     /// S3-compatible stores do not resolve `BUCKET.host` names.
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&self.sdk)
-                .timeout_config(s3_timeouts())
-                .retry_config(retries())
-                .force_path_style(self.sdk.endpoint_url().is_some())
-                .build(),
-        )
+        let l = &self.limits;
+        self.clients
+            .s3
+            .get_or_init(|| {
+                aws_sdk_s3::Client::from_conf(
+                    aws_sdk_s3::config::Builder::from(&self.sdk)
+                        .timeout_config(l.s3_timeouts())
+                        .retry_config(l.retries())
+                        .force_path_style(self.sdk.endpoint_url().is_some())
+                        .build(),
+                )
+            })
+            .clone()
     }
 
-    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
-        aws_sdk_secretsmanager::Client::from_conf(
-            aws_sdk_secretsmanager::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
-
-    pub fn logs(&self) -> aws_sdk_cloudwatchlogs::Client {
-        aws_sdk_cloudwatchlogs::Client::from_conf(
-            aws_sdk_cloudwatchlogs::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
-
-    pub fn ecr(&self) -> aws_sdk_ecr::Client {
-        aws_sdk_ecr::Client::from_conf(
-            aws_sdk_ecr::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
-
-    pub fn sts(&self) -> aws_sdk_sts::Client {
-        aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&self.sdk)
-                .timeout_config(timeouts())
-                .retry_config(retries())
-                .build(),
-        )
-    }
+    uniform_client!(secrets, aws_sdk_secretsmanager);
+    uniform_client!(logs, aws_sdk_cloudwatchlogs);
+    uniform_client!(ecr, aws_sdk_ecr);
+    uniform_client!(sts, aws_sdk_sts);
 }
 
 impl Drop for Aws {
@@ -179,27 +226,4 @@ fn new_runtime() -> Result<Runtime, AwsError> {
         .enable_all()
         .build()
         .map_err(AwsError::Runtime)
-}
-
-fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
-}
-
-/// Object bodies stream after the response head, so only the connection and
-/// the head are bounded; a stalled body is caught by the read timeout.
-fn s3_timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(ATTEMPT_TIMEOUT)
-        .build()
-}
-
-fn retries() -> RetryConfig {
-    RetryConfig::standard()
-        .with_max_attempts(MAX_ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(500))
 }
