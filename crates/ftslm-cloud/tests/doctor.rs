@@ -3,8 +3,10 @@
 
 mod common;
 
-use aws_sdk_ec2::types::InstanceType;
+use std::time::Duration;
+
 use common::sdk_config;
+use common::world::world;
 use ftslm_cloud::aws::{Aws, CloudTarget};
 use ftslm_cloud::doctor::{run_doctor, CheckState};
 use ftslm_config::ConfigLoader;
@@ -90,64 +92,29 @@ fn an_account_with_every_resource_is_healthy() {
     let Some(moto) = MotoServer::start() else {
         return;
     };
-    let aws = Aws::from_sdk_config(sdk_config(&moto.endpoint_url(), REGION)).unwrap();
-    let (instance_id, volume_id) = aws
+    // Instance, volume, bucket and log group; the doctor also wants the
+    // repository and the secret.
+    let w = world(&moto.endpoint_url(), Duration::from_millis(20));
+    w.aws
         .block_on(async {
-            let ec2 = aws.ec2();
-            let run = ec2
-                .run_instances()
-                .image_id("ami-12c6146b")
-                .instance_type(InstanceType::G62xlarge)
-                .min_count(1)
-                .max_count(1)
-                .send()
-                .await
-                .unwrap();
-            let instance = run.instances()[0].instance_id().unwrap().to_string();
-            let volume = ec2
-                .create_volume()
-                .availability_zone("us-east-1a")
-                .size(100)
-                .send()
-                .await
-                .unwrap()
-                .volume_id()
-                .unwrap()
-                .to_string();
-            aws.s3()
-                .create_bucket()
-                .bucket("ftslm-doctor")
-                .send()
-                .await
-                .unwrap();
-            aws.ecr()
+            w.aws
+                .ecr()
                 .create_repository()
                 .repository_name("fine-tune-llama")
                 .send()
                 .await
                 .unwrap();
-            aws.logs()
-                .create_log_group()
-                .log_group_name("/aws/ssm/fine-tune-llama")
-                .send()
-                .await
-                .unwrap();
-            aws.secrets()
+            w.aws
+                .secrets()
                 .create_secret()
                 .name("huggingface/api-token")
                 .secret_string(r#"{"token":"hf_doctorsecret123"}"#)
                 .send()
                 .await
                 .unwrap();
-            (instance, volume)
         })
         .unwrap();
-    let target = target(&[
-        format!("aws.ec2.instance_id={instance_id}"),
-        format!("aws.ebs.volume_id={volume_id}"),
-        "aws.s3.bucket=ftslm-doctor".into(),
-    ]);
-    let report = run_doctor(&aws, &target);
+    let report = run_doctor(&w.aws, &w.target);
     for check in &report.checks {
         assert_eq!(check.state, CheckState::Ok, "{check:?}");
     }
