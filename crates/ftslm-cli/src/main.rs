@@ -12,6 +12,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // candle hands its element-wise ops to a pool whose caller spins until
+    // the other threads finish; on a few cores that spinning took a third of
+    // a training step (docs/performance.md). The products, where threads pay,
+    // are threaded by ftslm's own kernels and candle's matmul, which read
+    // RAYON_NUM_THREADS instead. A value the user set is kept.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

@@ -7,6 +7,32 @@ use std::fmt::Debug;
 use candle_core::{DType, Tensor};
 
 use crate::error::{ModelError, Result};
+use crate::kernel;
+
+type DenseProduct = fn(&[f32], [usize; 2], &[f32], usize, &mut [f32]) -> bool;
+
+/// `op` (one of `kernel`'s dense products) on a [rows, _] input giving
+/// [rows, cols], or None where the weight is not f32 in CPU memory or the CPU
+/// has no fast kernel, and the caller uses candle's matmul.
+fn fast_product(
+    weight: &Tensor,
+    shape: [usize; 2],
+    input: &Tensor,
+    cols: usize,
+    op: DenseProduct,
+) -> Result<Option<Tensor>> {
+    if !weight.device().is_cpu() || input.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (rows, _) = input.dims2()?;
+    let values = input.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; rows * cols];
+    let done = kernel::with_cpu_f32(weight, |w| op(w, shape, &values, rows, &mut out));
+    if done != Some(true) {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::from_vec(out, (rows, cols), input.device())?))
+}
 
 /// A bias-free linear map with a fixed weight W [out_features, in_features].
 pub trait FrozenWeight: Debug + Send + Sync {
@@ -78,11 +104,19 @@ impl FrozenWeight for DenseWeight {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.t()?)?)
+        let shape = [self.out_features(), self.in_features()];
+        match fast_product(&self.weight, shape, x, shape[0], kernel::dense_matmul_t)? {
+            Some(y) => Ok(y),
+            None => Ok(x.matmul(&self.weight.t()?)?),
+        }
     }
 
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor> {
-        Ok(dy.matmul(&self.weight)?)
+        let shape = [self.out_features(), self.in_features()];
+        match fast_product(&self.weight, shape, dy, shape[1], kernel::dense_matmul)? {
+            Some(dx) => Ok(dx),
+            None => Ok(dy.matmul(&self.weight)?),
+        }
     }
 
     fn to_dense(&self) -> Result<Tensor> {

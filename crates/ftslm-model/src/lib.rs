@@ -15,6 +15,7 @@ pub mod gguf_tokenizer;
 pub mod grad;
 pub mod inspect;
 mod json_fields;
+pub mod kernel;
 pub mod llama;
 pub mod loader;
 pub mod lora;

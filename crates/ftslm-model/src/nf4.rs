@@ -19,6 +19,8 @@
 //! CPU backend, which produced the golden fixture. Dequantization is the same
 //! for both.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod codebook;
 mod matmul;
 

@@ -6,6 +6,7 @@
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{ModelError, Result};
+use crate::kernel;
 use crate::loss::TokenNll;
 
 /// Target positions per chunk by default: [256, vocab] f32 logits are 50 MB
@@ -65,6 +66,22 @@ pub fn chunked_cross_entropy(
 
     let inv_count = 1.0 / predicting.len() as f64;
     let device = hidden.device();
+    if let Some((total, d_hidden)) = fused_cross_entropy(
+        hidden,
+        lm_head,
+        &predicting,
+        &targets,
+        chunk_tokens,
+        inv_count,
+    )? {
+        return Ok((
+            TokenNll {
+                total,
+                tokens: predicting.len(),
+            },
+            d_hidden,
+        ));
+    }
     let mut total = 0.0;
     let mut d_rows = Vec::with_capacity(predicting.len().div_ceil(chunk_tokens));
     for (rows_at, ids) in predicting
@@ -113,4 +130,82 @@ fn chunk_nll(h: &Tensor, lm_head: &Tensor, ids: &Tensor) -> Result<(f64, Tensor)
     let minus_one = Tensor::full(-1f32, (ids.dim(0)?, 1), h.device())?.to_dtype(h.dtype())?;
     d_logits.scatter_add_set(ids, &minus_one, D::Minus1)?;
     Ok((nll_sum, d_logits))
+}
+
+/// The same loss and gradient on the CPU kernels, one chunk of predicting
+/// rows at a time through a single reused [chunk, vocab] buffer: logits, then
+/// in place softmax − onehot, then back through the head. None where the
+/// head is not f32 in CPU memory or the CPU has no fast kernel.
+fn fused_cross_entropy(
+    hidden: &Tensor,
+    lm_head: &Tensor,
+    predicting: &[u32],
+    targets: &[u32],
+    chunk_tokens: usize,
+    inv_count: f64,
+) -> Result<Option<(f64, Tensor)>> {
+    if !lm_head.device().is_cpu() || hidden.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (rows, width) = hidden.dims2()?;
+    let vocab = lm_head.dim(0)?;
+    let h = hidden.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let shape = [vocab, width];
+    let chunk = chunk_tokens.min(predicting.len());
+    let mut d_hidden = vec![0f32; rows * width];
+    let total = kernel::with_cpu_f32(lm_head, |w| {
+        let mut h_rows = vec![0f32; chunk * width];
+        let mut logits = vec![0f32; chunk * vocab];
+        let mut d_rows = vec![0f32; chunk * width];
+        let mut total = 0.0;
+        for (rows_at, ids) in predicting.chunks(chunk).zip(targets.chunks(chunk)) {
+            let c = rows_at.len();
+            for (dst, &p) in h_rows.chunks_exact_mut(width).zip(rows_at) {
+                let p = p as usize;
+                dst.copy_from_slice(&h[p * width..(p + 1) * width]);
+            }
+            let logits = &mut logits[..c * vocab];
+            if !kernel::dense_matmul_t(w, shape, &h_rows[..c * width], c, logits) {
+                return None;
+            }
+            for (z, &id) in logits.chunks_exact_mut(vocab).zip(ids) {
+                total += softmax_minus_onehot(z, id as usize, inv_count as f32);
+            }
+            let d_rows = &mut d_rows[..c * width];
+            if !kernel::dense_matmul(w, shape, logits, c, d_rows) {
+                return None;
+            }
+            for (d, &p) in d_rows.chunks_exact(width).zip(rows_at) {
+                let p = p as usize;
+                for (acc, v) in d_hidden[p * width..(p + 1) * width].iter_mut().zip(d) {
+                    *acc += v;
+                }
+            }
+        }
+        Some(total)
+    })
+    .flatten();
+    let Some(total) = total else {
+        return Ok(None);
+    };
+    let d_hidden = Tensor::from_vec(d_hidden, (rows, width), hidden.device())?;
+    Ok(Some((total, d_hidden)))
+}
+
+/// Overwrites the logits `z` of one row with `scale · (softmax(z) − onehot(id))`
+/// and returns that row's nll = logsumexp(z) − z[id]. Sums run in f64.
+fn softmax_minus_onehot(z: &mut [f32], id: usize, scale: f32) -> f64 {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let target = z[id];
+    let mut sum = 0.0f64;
+    for v in z.iter_mut() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = scale / sum as f32;
+    for v in z.iter_mut() {
+        *v *= inv;
+    }
+    z[id] -= scale;
+    sum.ln() - f64::from(target - max)
 }

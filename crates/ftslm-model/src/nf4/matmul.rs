@@ -2,16 +2,20 @@
 //! a tile of weight rows is decoded into a small buffer and reused for every
 //! input row before the next tile is decoded. Work is split across threads by
 //! weight columns of the result, so each thread decodes only its own part of W.
+//! On CPUs with AVX-512 the products run `avx512`'s register-blocked kernels;
+//! the portable loops here serve every other CPU.
 
 use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernel::avx512;
+use crate::kernel::{run_split, scatter_columns, split_range, worker_count};
 
 use super::{Nf4Error, Nf4Tensor, NF4_BLOCK_SIZE};
 
 /// f32 values in one decoded tile (256 KiB): big enough to amortise the
 /// streaming of the activations over many weight rows, small enough for L2.
 const TILE_VALUES: usize = 1 << 16;
-/// Below this many multiply-adds a product stays on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 impl Nf4Tensor {
     /// The forward pass of a frozen linear layer:
@@ -24,6 +28,21 @@ impl Nf4Tensor {
             return Ok(());
         }
         let threads = worker_count(rows, self.shape(), out_features);
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            let xt = avx512::TokenPanels::pack(x, rows, self.in_features());
+            if threads == 1 {
+                self.matmul_t_avx512(&xt, 0..out_features, out);
+                return Ok(());
+            }
+            let parts = run_split(
+                split_range(out_features, threads, avx512::MR),
+                |columns, local| self.matmul_t_avx512(&xt, columns, local),
+                rows,
+            );
+            scatter_columns(&parts, rows, out, out_features);
+            return Ok(());
+        }
         if threads == 1 {
             self.matmul_t_columns(x, rows, 0..out_features, out, out_features);
             return Ok(());
@@ -47,6 +66,20 @@ impl Nf4Tensor {
             return Ok(());
         }
         let threads = worker_count(rows, self.shape(), in_features.div_ceil(NF4_BLOCK_SIZE));
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            if threads == 1 {
+                self.matmul_avx512(dy, rows, 0..in_features, dx);
+                return Ok(());
+            }
+            let parts = run_split(
+                split_range(in_features, threads, avx512::NR),
+                |columns, local| self.matmul_avx512(dy, rows, columns, local),
+                rows,
+            );
+            scatter_columns(&parts, rows, dx, in_features);
+            return Ok(());
+        }
         if threads == 1 {
             self.matmul_columns(dy, rows, 0..in_features, dx, in_features);
             return Ok(());
@@ -149,65 +182,6 @@ fn check_activation(
     }
 }
 
-/// Threads worth using for `rows` activations against a `[out, in]` weight,
-/// never more than `max_parts` independent column ranges.
-fn worker_count(rows: usize, shape: [usize; 2], max_parts: usize) -> usize {
-    let macs = rows.saturating_mul(shape[0]).saturating_mul(shape[1]);
-    if macs < PARALLEL_MIN_MACS {
-        return 1;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    cores.min(max_parts).max(1)
-}
-
-/// Splits `0..len` into at most `parts` contiguous ranges whose starts are
-/// multiples of `align`.
-fn split_range(len: usize, parts: usize, align: usize) -> Vec<Range<usize>> {
-    let chunk = len.div_ceil(parts).div_ceil(align) * align;
-    (0..len)
-        .step_by(chunk.max(1))
-        .map(|start| start..(start + chunk).min(len))
-        .collect()
-}
-
-/// Runs `work(columns, local)` for each column range on its own thread, each
-/// writing a private `[rows, columns.len()]` buffer.
-fn run_split<F>(ranges: Vec<Range<usize>>, work: F, rows: usize) -> Vec<(Range<usize>, Vec<f32>)>
-where
-    F: Fn(Range<usize>, &mut [f32]) + Sync,
-{
-    let work = &work;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .into_iter()
-            .map(|columns| {
-                scope.spawn(move || {
-                    let mut local = vec![0.0f32; rows * columns.len()];
-                    work(columns.clone(), &mut local);
-                    (columns, local)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
-
-/// Copies per-thread `[rows, range.len()]` buffers into their columns of `dst[rows, width]`.
-fn scatter_columns(parts: &[(Range<usize>, Vec<f32>)], rows: usize, dst: &mut [f32], width: usize) {
-    for (columns, local) in parts {
-        for (r, local_row) in local.chunks_exact(columns.len()).take(rows).enumerate() {
-            dst[r * width + columns.start..r * width + columns.end].copy_from_slice(local_row);
-        }
-    }
-}
-
 /// Dot product with eight independent accumulators so the loop vectorises.
 #[inline]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -234,5 +208,62 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn axpy(alpha: f32, src: &[f32], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d += alpha * s;
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16) % 2001) as f32 / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn assert_close(fast: &[f32], portable: &[f32], what: &str) {
+        for (i, (a, b)) in fast.iter().zip(portable).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    /// The AVX-512 kernels against the portable loops on shapes that leave
+    /// partial row groups, partial strips, token panels and unaligned spans.
+    #[test]
+    fn avx512_kernels_match_the_portable_products() {
+        if !avx512::available() {
+            eprintln!("no AVX-512 on this CPU: the portable products are the only ones");
+            return;
+        }
+        for (shape, rows) in [
+            ([40, 96], 13),
+            ([37, 100], 33),
+            ([130, 64], 1),
+            ([64, 200], 45),
+        ] {
+            let [out_features, in_features] = shape;
+            let w =
+                Nf4Tensor::quantize(&values(out_features * in_features, 1), shape, true).unwrap();
+            let x = values(rows * in_features, 2);
+            let mut portable = vec![0.0; rows * out_features];
+            w.matmul_t_columns(&x, rows, 0..out_features, &mut portable, out_features);
+            let mut fast = vec![f32::NAN; rows * out_features];
+            let xt = avx512::TokenPanels::pack(&x, rows, in_features);
+            w.matmul_t_avx512(&xt, 0..out_features, &mut fast);
+            assert_close(&fast, &portable, "forward");
+
+            let dy = values(rows * out_features, 3);
+            let mut portable = vec![0.0; rows * in_features];
+            w.matmul_columns(&dy, rows, 0..in_features, &mut portable, in_features);
+            let mut fast = vec![f32::NAN; rows * in_features];
+            w.matmul_avx512(&dy, rows, 0..in_features, &mut fast);
+            assert_close(&fast, &portable, "input gradient");
+        }
     }
 }
