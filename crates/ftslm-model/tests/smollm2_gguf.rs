@@ -28,10 +28,12 @@ const F32_TOLERANCE: f32 = 1.5e-4;
 /// 3.1e-6 and 4.5e-6, so 1e-4 is tighter than the 1e-3 asked for yet safe.
 const LOSS_TOLERANCE: f64 = 1e-4;
 
-/// Blocks vs dense f32: the same dequantized values in the same gemm, only
-/// split into tiles of output columns, which leaves each dot product's
-/// reduction order alone. Measured: 0 (bit-identical logits).
-const BLOCKS_TOLERANCE: f32 = 1e-5;
+/// Blocks vs dense f32: the same dequantized values, but the dense path runs
+/// ftslm's AVX-512 kernel where the CPU has one and the blocks candle's gemm,
+/// so the dot products are summed in different orders. Each path is within
+/// F32_TOLERANCE of transformers; measured between them: 1.1e-4 (a logit
+/// near 20, 6e-6 relative). A wrong dequantization shows as ~1e-1.
+const BLOCKS_TOLERANCE: f32 = 2.5e-4;
 
 fn golden(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("golden.json")).unwrap();

@@ -13,6 +13,7 @@ use candle_core::{Tensor, D};
 
 use crate::attention::{causal_mask, softmax_last_dim, Attention};
 use crate::error::{ModelError, Result};
+use crate::grad::attention_products;
 use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
 use crate::grad::rope::rope_backward;
 use crate::lora::Projection;
@@ -68,13 +69,19 @@ pub fn attention_forward(
         let q = head_major(&q, start, n)?.reshape((kv_heads, group * n, head_dim))?;
         let k = head_major(&k, start, n)?; // [kv_heads, n, head_dim]
         let v = head_major(&v, start, n)?;
-        let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
-        let mask = causal_mask(n, n, x.dtype(), x.device())?; // [n, n]
-        let scores = scores
-            .reshape((kv_heads, group, n, n))?
-            .broadcast_add(&mask)?;
-        let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, n))?;
-        let context = probs.matmul(&v)?; // [kv_heads, group·n, head_dim]
+        let (probs, context) = match attention_products::forward(&q, &k, &v, scale)? {
+            Some(done) => done,
+            None => {
+                let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
+                let mask = causal_mask(n, n, x.dtype(), x.device())?; // [n, n]
+                let scores = scores
+                    .reshape((kv_heads, group, n, n))?
+                    .broadcast_add(&mask)?;
+                let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, n))?;
+                let context = probs.matmul(&v)?; // [kv_heads, group·n, head_dim]
+                (probs, context)
+            }
+        };
         contexts.push(token_major(&context, heads, n, head_dim)?);
         saved.push(SegmentCache { q, k, v, probs });
     }
@@ -126,17 +133,12 @@ pub fn attention_backward(
     for (segment, saved) in segments.iter().zip(&cache.segments) {
         let (start, n) = (segment.start, segment.len());
         let dc = head_major(&d_context, start, n)?.reshape((kv_heads, group * n, head_dim))?;
-        let probs = &saved.probs;
-        let dp = dc.matmul(&saved.v.t()?)?; // [kv_heads, group·n, n]
-                                            // Contracting over the group·n rows sums the group's query heads, the
-                                            // GQA reduction onto their shared kv head.
-        let dv = probs.t()?.matmul(&dc)?; // [kv_heads, n, head_dim]
-                                          // Softmax backward: dS = P ⊙ (dP − Σ_j dP⊙P). Masked entries have
-                                          // P = 0, so they get no gradient.
-        let row_dot = (&dp * probs)?.sum_keepdim(D::Minus1)?; // [kv_heads, group·n, 1]
-        let ds = (probs * dp.broadcast_sub(&row_dot)?)?.affine(scale, 0.0)?;
-        let dq = ds.matmul(&saved.k)?; // [kv_heads, group·n, head_dim]
-        let dk = ds.t()?.matmul(&saved.q)?; // [kv_heads, n, head_dim]
+        let products =
+            attention_products::backward(&saved.q, &saved.k, &saved.v, &saved.probs, &dc, scale)?;
+        let (dq, dk, dv) = match products {
+            Some(done) => done,
+            None => candle_backward(saved, &dc, scale)?,
+        };
         dqs.push(token_major(&dq, heads, n, head_dim)?);
         dks.push(dk.transpose(0, 1)?); // [n, kv_heads, head_dim]
         dvs.push(dv.transpose(0, 1)?);
@@ -167,6 +169,26 @@ pub fn attention_backward(
     grads[Projection::K.index()] = grad_k;
     grads[Projection::V.index()] = grad_v;
     sum_inputs([dx_q, dx_k, dx_v])
+}
+
+/// dC [kv_heads, group·n, d] → (dQ, dK, dV) of one segment with candle's ops.
+fn candle_backward(
+    saved: &SegmentCache,
+    dc: &Tensor,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let probs = &saved.probs;
+    let dp = dc.matmul(&saved.v.t()?)?; // [kv_heads, group·n, n]
+                                        // Contracting over the group·n rows sums the group's query heads, the
+                                        // GQA reduction onto their shared kv head.
+    let dv = probs.t()?.matmul(dc)?; // [kv_heads, n, head_dim]
+                                     // Softmax backward: dS = P ⊙ (dP − Σ_j dP⊙P). Masked entries have
+                                     // P = 0, so they get no gradient.
+    let row_dot = (&dp * probs)?.sum_keepdim(D::Minus1)?; // [kv_heads, group·n, 1]
+    let ds = (probs * dp.broadcast_sub(&row_dot)?)?.affine(scale, 0.0)?;
+    let dq = ds.matmul(&saved.k)?; // [kv_heads, group·n, head_dim]
+    let dk = ds.t()?.matmul(&saved.q)?; // [kv_heads, n, head_dim]
+    Ok((dq, dk, dv))
 }
 
 /// Rows start..start+n of t [tokens, h, d] as a contiguous [h, n, d].

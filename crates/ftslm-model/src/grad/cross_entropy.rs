@@ -204,7 +204,7 @@ fn softmax_minus_onehot(z: &mut [f32], id: usize, scale: f32) -> f64 {
     }
     let inv = scale / sum as f32;
     for v in z.iter_mut() {
-        *v *= inv;
+        *v = kernel::flush_subnormal(*v * inv);
     }
     z[id] -= scale;
     sum.ln() - f64::from(target - max)

@@ -10,6 +10,7 @@
 //! them in f64 against finite differences.
 
 pub mod attention;
+pub mod attention_products;
 pub mod cross_entropy;
 pub mod decoder;
 pub mod grads;

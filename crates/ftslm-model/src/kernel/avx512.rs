@@ -155,8 +155,10 @@ pub(crate) fn dense_matmul_cols(
     dx: &mut [f32],
 ) {
     let width = cols.len();
-    // A strip narrower than NR is copied beside zeros so whole vectors load.
-    let mut narrow = Vec::new();
+    // Each strip of W is copied into contiguous rows of NR (zeros past a
+    // narrow strip's edge): read in place, rows `in_features` apart alias
+    // onto a few L1 sets when that stride is a power of two.
+    let mut strip = vec![0f32; DEPTH_BLOCK.min(out_features) * NR];
     let mut depth_start = 0;
     while depth_start < out_features {
         let depth = DEPTH_BLOCK.min(out_features - depth_start);
@@ -164,17 +166,12 @@ pub(crate) fn dense_matmul_cols(
         let mut first = cols.start;
         while first < cols.end {
             let count = NR.min(cols.end - first);
-            let (b, ldb) = if count == NR {
-                (w[depth_start * in_features + first..].as_ptr(), in_features)
-            } else {
-                narrow.clear();
-                narrow.resize(depth * NR, 0.0);
-                for (o, strip_row) in narrow.chunks_exact_mut(NR).enumerate() {
-                    let at = (depth_start + o) * in_features + first;
-                    strip_row[..count].copy_from_slice(&w[at..at + count]);
-                }
-                (narrow.as_ptr(), NR)
-            };
+            for (o, strip_row) in strip.chunks_exact_mut(NR).take(depth).enumerate() {
+                let at = (depth_start + o) * in_features + first;
+                strip_row[..count].copy_from_slice(&w[at..at + count]);
+                strip_row[count..].fill(0.0);
+            }
+            let (b, ldb) = (strip.as_ptr(), NR);
             let mut t0 = 0;
             while t0 < tokens {
                 let rows = MR.min(tokens - t0);
