@@ -11,11 +11,16 @@
 //! seed and the row index, so a resumed run draws the same masks.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use ftslm_data::batching::{Batch, PAD_SEGMENT};
-use ftslm_model::grad::{loss_and_grads, GradOptions, TrainingRow, DEFAULT_CHUNK_TOKENS};
+use ftslm_model::grad::{
+    loss_and_grads, AdapterGrads, GradOptions, TrainingRow, DEFAULT_CHUNK_TOKENS,
+};
+use ftslm_model::kernel;
 use ftslm_model::{
     chunked_nll, LlamaModel, LoraAdapter, LoraDropout, ModelError, Projection, TokenNll,
 };
@@ -73,6 +78,8 @@ pub struct LlamaEngine {
     params: Vec<HostParam>,
     targets: TargetTokens,
     grad_options: GradOptions,
+    /// Rows of a micro-batch run at once; None: one per thread.
+    parallel_rows: Option<usize>,
     stats: EngineStats,
 }
 
@@ -96,8 +103,16 @@ impl LlamaEngine {
                 checkpointing: gradient_checkpointing,
                 chunk_tokens: DEFAULT_CHUNK_TOKENS,
             },
+            parallel_rows: None,
             stats: EngineStats::default(),
         })
+    }
+
+    /// How many rows of a micro-batch run side by side (default: one per
+    /// thread). Each running row holds its own activations, so 1 gives the
+    /// smallest memory and the slowest steps; the gradients are the same.
+    pub fn set_parallel_rows(&mut self, rows: usize) {
+        self.parallel_rows = Some(rows.max(1));
     }
 
     pub fn model(&self) -> &LlamaModel {
@@ -151,6 +166,63 @@ impl LlamaEngine {
     }
 
     /// Adds `factor` × the gradients to the host buffers.
+    /// Each row's loss and gradients, in row order. With several rows and
+    /// threads, rows run side by side, one per thread with its products kept
+    /// on that thread: every phase of a row (the element-wise ops included)
+    /// then keeps a core busy. Each row's dropout stream is seeded by its
+    /// index and the gradients are summed in row order afterwards, so the
+    /// result does not depend on which thread ran which row.
+    fn rows_loss_and_grads(
+        &self,
+        rows: &[Row],
+        seed: u64,
+    ) -> Vec<Result<(TokenNll, AdapterGrads), ModelError>> {
+        let p = self.adapter.settings().dropout;
+        let run = |index: usize| {
+            let mut dropout = (p > 0.0).then(|| LoraDropout::new(p, row_seed(seed, index)));
+            loss_and_grads(
+                &self.model,
+                &self.adapter,
+                &rows[index].view(),
+                dropout.as_mut(),
+                &self.grad_options,
+            )
+        };
+        let workers = self
+            .parallel_rows
+            .unwrap_or_else(kernel::threads)
+            .min(rows.len());
+        if workers <= 1 {
+            return (0..rows.len()).map(run).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<_>>> = rows.iter().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= rows.len() {
+                        break;
+                    }
+                    let result = kernel::on_this_thread_only(|| run(index));
+                    if let Ok(mut slot) = slots[index].lock() {
+                        *slot = Some(result);
+                    }
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                    Err(ModelError::Input(
+                        "internal: a row's worker stopped without a result".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
     fn accumulate(
         &mut self,
         grads: &ftslm_model::grad::AdapterGrads,
@@ -204,17 +276,10 @@ impl TrainingEngine for LlamaEngine {
         ctx: StepContext,
     ) -> Result<LossSum, EngineError> {
         let started = Instant::now();
-        let p = self.adapter.settings().dropout;
+        let rows = self.rows(batch)?;
         let mut loss = LossSum::default();
-        for (index, row) in self.rows(batch)?.iter().enumerate() {
-            let mut dropout = (p > 0.0).then(|| LoraDropout::new(p, row_seed(ctx.seed, index)));
-            let (nll, grads) = loss_and_grads(
-                &self.model,
-                &self.adapter,
-                &row.view(),
-                dropout.as_mut(),
-                &self.grad_options,
-            )?;
+        for (row, result) in rows.iter().zip(self.rows_loss_and_grads(&rows, ctx.seed)) {
+            let (nll, grads) = result?;
             if nll.tokens > 0 {
                 self.accumulate(&grads, nll.tokens as f32)?;
             }

@@ -111,6 +111,34 @@ fn gradients_are_those_of_the_summed_loss() {
     }
 }
 
+/// Rows running side by side on their own threads (each with its products
+/// kept on that thread) give bit-for-bit the gradients and loss of rows run
+/// one after another with threaded products.
+#[test]
+fn rows_in_parallel_give_the_gradients_of_rows_in_turn() {
+    let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let batch = batch(&dir);
+    let mut results = Vec::new();
+    for rows in [1, 2] {
+        let mut e = engine(&dir, 0.1, TargetTokens::All);
+        e.set_parallel_rows(rows);
+        perturb(&mut e);
+        e.zero_grads();
+        let loss = e.forward_backward(&batch, ctx(3)).unwrap();
+        let grads: Vec<Vec<u32>> = e
+            .parameters()
+            .iter()
+            .map(|p| p.grad.iter().map(|g| g.to_bits()).collect())
+            .collect();
+        results.push((loss.sum.to_bits(), grads));
+    }
+    assert!(
+        results[0].1.iter().flatten().any(|&g| g != 0),
+        "no gradient at all"
+    );
+    assert_eq!(results[0], results[1]);
+}
+
 #[test]
 fn evaluation_matches_the_training_forward_without_dropout() {
     let dir = ftslm_testkit::require_shared!("models/tiny-llama3");

@@ -8,6 +8,7 @@
 pub(crate) mod avx512;
 mod split;
 
+pub use split::{on_this_thread_only, threads};
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};
 
 use candle_core::{Storage, Tensor};

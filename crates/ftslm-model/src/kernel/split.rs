@@ -2,10 +2,35 @@
 //! fills a private [rows, its columns] buffer and the parts are copied into
 //! place, so no two threads ever write the same memory.
 
+use std::cell::Cell;
 use std::ops::Range;
 
 /// Below this many multiply-adds a product stays on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+thread_local! {
+    /// At most this many threads per product started from this thread.
+    static THREAD_LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The threads a product may use: candle's count, RAYON_NUM_THREADS when
+/// set, else the physical cores.
+pub fn threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+/// Runs `f` with every product it starts kept on the calling thread: for
+/// callers that already keep one piece of work per core (rows of a batch).
+pub fn on_this_thread_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_LIMIT.with(|limit| limit.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_LIMIT.with(|limit| limit.replace(1)));
+    f()
+}
 
 /// Threads worth using for `rows` activations against a `[out, in]` weight,
 /// never more than `max_parts` independent column ranges.
@@ -14,8 +39,7 @@ pub(crate) fn worker_count(rows: usize, shape: [usize; 2], max_parts: usize) -> 
     if macs < PARALLEL_MIN_MACS {
         return 1;
     }
-    // candle's count: RAYON_NUM_THREADS when set, else the physical cores.
-    let cores = candle_core::utils::get_num_threads();
+    let cores = threads().min(THREAD_LIMIT.with(Cell::get));
     cores.min(max_parts).max(1)
 }
 
