@@ -37,8 +37,9 @@ struct SegmentCache {
     k: Tensor,
     /// [kv_heads, n, head_dim]
     v: Tensor,
-    /// softmax probabilities [kv_heads, group·n, n]
-    probs: Tensor,
+    /// softmax probabilities [kv_heads, group·n, n], kept only where
+    /// `attention_products` did not run (it recomputes them)
+    probs: Option<Tensor>,
 }
 
 /// x [tokens, hidden] → [tokens, hidden] and the cache. `segments` are the
@@ -70,7 +71,7 @@ pub fn attention_forward(
         let k = head_major(&k, start, n)?; // [kv_heads, n, head_dim]
         let v = head_major(&v, start, n)?;
         let (probs, context) = match attention_products::forward(&q, &k, &v, scale)? {
-            Some(done) => done,
+            Some(context) => (None, context),
             None => {
                 let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
                 let mask = causal_mask(n, n, x.dtype(), x.device())?; // [n, n]
@@ -79,7 +80,7 @@ pub fn attention_forward(
                     .broadcast_add(&mask)?;
                 let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, n))?;
                 let context = probs.matmul(&v)?; // [kv_heads, group·n, head_dim]
-                (probs, context)
+                (Some(probs), context)
             }
         };
         contexts.push(token_major(&context, heads, n, head_dim)?);
@@ -133,11 +134,15 @@ pub fn attention_backward(
     for (segment, saved) in segments.iter().zip(&cache.segments) {
         let (start, n) = (segment.start, segment.len());
         let dc = head_major(&d_context, start, n)?.reshape((kv_heads, group * n, head_dim))?;
-        let products =
-            attention_products::backward(&saved.q, &saved.k, &saved.v, &saved.probs, &dc, scale)?;
-        let (dq, dk, dv) = match products {
-            Some(done) => done,
-            None => candle_backward(saved, &dc, scale)?,
+        let (dq, dk, dv) = match &saved.probs {
+            Some(probs) => candle_backward(saved, probs, &dc, scale)?,
+            None => attention_products::backward(&saved.q, &saved.k, &saved.v, &dc, scale)?
+                .ok_or_else(|| {
+                    ModelError::Input(
+                        "internal: attention's forward ran on the CPU kernels but its backward cannot"
+                            .into(),
+                    )
+                })?,
         };
         dqs.push(token_major(&dq, heads, n, head_dim)?);
         dks.push(dk.transpose(0, 1)?); // [n, kv_heads, head_dim]
@@ -174,10 +179,10 @@ pub fn attention_backward(
 /// dC [kv_heads, group·n, d] → (dQ, dK, dV) of one segment with candle's ops.
 fn candle_backward(
     saved: &SegmentCache,
+    probs: &Tensor,
     dc: &Tensor,
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let probs = &saved.probs;
     let dp = dc.matmul(&saved.v.t()?)?; // [kv_heads, group·n, n]
                                         // Contracting over the group·n rows sums the group's query heads, the
                                         // GQA reduction onto their shared kv head.

@@ -16,15 +16,17 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::Result;
 use crate::kernel::{dense_matmul, dense_matmul_t, flush_subnormal};
 
-/// q [kv, g·n, d], k and v [kv, n, d] → (P [kv, g·n, n], C [kv, g·n, d]).
-pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option<(Tensor, Tensor)>> {
+/// q [kv, g·n, d], k and v [kv, n, d] → C [kv, g·n, d]. P is not kept:
+/// the backward recomputes it from q and k (one more small product per head
+/// instead of [kv, g·n, n] held per layer for the whole step).
+pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option<Tensor>> {
     if !on_cpu_f32(&[q, k, v]) {
         return Ok(None);
     }
     let (heads, rows, d) = q.dims3()?;
     let n = k.dim(1)?;
     let (q, k, v) = (values(q)?, values(k)?, values(v)?);
-    let mut probs = vec![0f32; heads * rows * n];
+    let mut p = vec![0f32; rows * n];
     let mut context = vec![0f32; heads * rows * d];
     for h in 0..heads {
         let (q, k, v) = (
@@ -32,40 +34,55 @@ pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option<
             part(&k, h, n * d),
             part(&v, h, n * d),
         );
-        let p = &mut probs[h * rows * n..(h + 1) * rows * n];
-        if !dense_matmul_t(k, [n, d], q, rows, p) {
+        if !probabilities(q, k, [rows, n, d], scale, &mut p) {
             return Ok(None);
         }
-        for (r, row) in p.chunks_exact_mut(n).enumerate() {
-            causal_softmax(row, r % n, scale as f32);
-        }
         let c = &mut context[h * rows * d..(h + 1) * rows * d];
-        if !dense_matmul(v, [n, d], p, rows, c) {
+        if !dense_matmul(v, [n, d], &p, rows, c) {
             return Ok(None);
         }
     }
-    Ok(Some((
-        Tensor::from_vec(probs, (heads, rows, n), &Device::Cpu)?,
-        Tensor::from_vec(context, (heads, rows, d), &Device::Cpu)?,
-    )))
+    Ok(Some(Tensor::from_vec(
+        context,
+        (heads, rows, d),
+        &Device::Cpu,
+    )?))
 }
 
-/// The saved q, k, v, P and dC [kv, g·n, d] → (dQ, dK, dV), shaped as q, k, v.
+/// P = causal softmax(Q·Kᵀ·c) of one head into `p` [rows, n]; false where
+/// the CPU has no fast kernel.
+fn probabilities(
+    q: &[f32],
+    k: &[f32],
+    [rows, n, d]: [usize; 3],
+    scale: f64,
+    p: &mut [f32],
+) -> bool {
+    if !dense_matmul_t(k, [n, d], q, rows, p) {
+        return false;
+    }
+    for (r, row) in p.chunks_exact_mut(n).enumerate() {
+        causal_softmax(row, r % n, scale as f32);
+    }
+    true
+}
+
+/// The saved q, k, v and dC [kv, g·n, d] → (dQ, dK, dV), shaped as q, k, v.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    probs: &Tensor,
     d_context: &Tensor,
     scale: f64,
 ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-    if !on_cpu_f32(&[q, k, v, probs, d_context]) {
+    if !on_cpu_f32(&[q, k, v, d_context]) {
         return Ok(None);
     }
     let (heads, rows, d) = q.dims3()?;
     let n = k.dim(1)?;
     let (q, k, v) = (values(q)?, values(k)?, values(v)?);
-    let (probs, d_context) = (values(probs)?, values(d_context)?);
+    let d_context = values(d_context)?;
+    let mut p = vec![0f32; rows * n];
     let mut dq = vec![0f32; heads * rows * d];
     let mut dk = vec![0f32; heads * n * d];
     let mut dv = vec![0f32; heads * n * d];
@@ -78,7 +95,11 @@ pub fn backward(
             part(&k, h, n * d),
             part(&v, h, n * d),
         );
-        let (p, dc) = (part(&probs, h, rows * n), part(&d_context, h, rows * d));
+        let dc = part(&d_context, h, rows * d);
+        if !probabilities(q, k, [rows, n, d], scale, &mut p) {
+            return Ok(None);
+        }
+        let p = p.as_slice();
         // dP = dC·Vᵀ, then dS in place.
         if !dense_matmul_t(v, [n, d], dc, rows, &mut ds) {
             return Ok(None);
@@ -202,7 +223,7 @@ mod tests {
         let v = random((kv, n, d), 3);
         let dc = random((kv, group * n, d), 4);
         let scale = 1.0 / (d as f64).sqrt();
-        let Some((probs, context)) = forward(&q, &k, &v, scale).unwrap() else {
+        let Some(context) = forward(&q, &k, &v, scale).unwrap() else {
             eprintln!("no fast kernels on this CPU");
             return;
         };
