@@ -195,18 +195,19 @@ impl LlamaEngine {
         if workers <= 1 {
             return (0..rows.len()).map(run).collect();
         }
+        // Longest rows first, so that no core is left with a long row at the end.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(rows[index].input_ids.len()));
         let next = AtomicUsize::new(0);
         let slots: Vec<Mutex<Option<_>>> = rows.iter().map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= rows.len() {
-                        break;
-                    }
-                    let result = kernel::on_this_thread_only(|| run(index));
-                    if let Ok(mut slot) = slots[index].lock() {
-                        *slot = Some(result);
+                scope.spawn(|| {
+                    while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let result = kernel::on_this_thread_only(|| run(index));
+                        if let Ok(mut slot) = slots[index].lock() {
+                            *slot = Some(result);
+                        }
                     }
                 });
             }

@@ -14,7 +14,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::kernel::{dense_matmul, dense_matmul_t, flush_subnormal};
+use crate::kernel::{dense_matmul, dense_matmul_t, exp, flush_subnormal};
 
 /// q [kv, g·n, d], k and v [kv, n, d] → C [kv, g·n, d]. P is not kept:
 /// the backward recomputes it from q and k (one more small product per head
@@ -162,11 +162,10 @@ fn causal_softmax(row: &mut [f32], last: usize, scale: f32) {
     let max = visible
         .iter()
         .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-    let mut sum = 0.0f32;
     for s in visible.iter_mut() {
-        *s = (*s * scale - max).exp();
-        sum += *s;
+        *s = exp(*s * scale - max);
     }
+    let sum: f32 = visible.iter().sum();
     for s in visible.iter_mut() {
         *s = flush_subnormal(*s / sum);
     }
@@ -234,14 +233,21 @@ mod tests {
             .unwrap()
             .broadcast_add(&mask)
             .unwrap();
-        let want_probs = softmax_last_dim(&scores)
+        let probs = softmax_last_dim(&scores)
             .unwrap()
             .reshape((kv, group * n, n))
             .unwrap();
-        assert!(max_diff(&probs, &want_probs) < 1e-6);
-        assert!(max_diff(&context, &want_probs.matmul(&v).unwrap()) < 1e-5);
+        let (q_values, k_values) = (values(&q).unwrap(), values(&k).unwrap());
+        let mut ours = vec![0f32; kv * group * n * n];
+        for (h, p) in ours.chunks_exact_mut(group * n * n).enumerate() {
+            let (q, k) = (part(&q_values, h, group * n * d), part(&k_values, h, n * d));
+            assert!(probabilities(q, k, [group * n, n, d], scale, p));
+        }
+        let ours = Tensor::from_vec(ours, (kv, group * n, n), &Device::Cpu).unwrap();
+        assert!(max_diff(&ours, &probs) < 1e-6);
+        assert!(max_diff(&context, &probs.matmul(&v).unwrap()) < 1e-5);
 
-        let (dq, dk, dv) = backward(&q, &k, &v, &probs, &dc, scale).unwrap().unwrap();
+        let (dq, dk, dv) = backward(&q, &k, &v, &dc, scale).unwrap().unwrap();
         let dp = dc.matmul(&v.t().unwrap()).unwrap();
         let row_dot = (&dp * &probs).unwrap().sum_keepdim(D::Minus1).unwrap();
         let ds = (&probs * dp.broadcast_sub(&row_dot).unwrap())

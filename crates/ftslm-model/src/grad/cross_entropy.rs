@@ -197,11 +197,23 @@ fn fused_cross_entropy(
 fn softmax_minus_onehot(z: &mut [f32], id: usize, scale: f32) -> f64 {
     let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let target = z[id];
-    let mut sum = 0.0f64;
     for v in z.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
+        *v = kernel::exp(*v - max);
     }
+    // Eight running sums so the loop vectorises; f64 keeps 49k terms exact enough.
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = z.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f64::from(v);
+        }
+    }
+    let sum = lanes.iter().sum::<f64>()
+        + chunks
+            .remainder()
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum::<f64>();
     let inv = scale / sum as f32;
     for v in z.iter_mut() {
         *v = kernel::flush_subnormal(*v * inv);

@@ -6,7 +6,10 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+mod exp;
 mod split;
+
+pub use exp::exp;
 
 pub use split::{on_this_thread_only, threads};
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};
