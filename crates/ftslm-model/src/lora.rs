@@ -4,7 +4,7 @@
 //! is in `adapter_io`.
 
 use candle_core::{Device, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 
@@ -317,9 +317,10 @@ impl LoraDropout {
         }
         let keep_value = 1.0 / (1.0 - self.p);
         let count: usize = dims.iter().product();
+        let threshold = drop_threshold(self.p);
         let values: Vec<f32> = (0..count)
             .map(|_| {
-                if self.rng.random::<f32>() < self.p {
+                if self.rng.next_u32() >> 8 < threshold {
                     0.0
                 } else {
                     keep_value
@@ -328,6 +329,14 @@ impl LoraDropout {
             .collect();
         Ok(Some(Tensor::from_vec(values, dims, device)?))
     }
+}
+
+/// The integer form of `rng.random::<f32>() < p`: rand draws that f32 as
+/// `(next_u32 >> 8) · 2⁻²⁴`, exactly, so it is below p exactly when the
+/// 24-bit integer is below ⌈p · 2²⁴⌉. The masks stay those of the float
+/// comparison (and of every adapter trained before) without a conversion per value.
+fn drop_threshold(p: f32) -> u32 {
+    (f64::from(p) * f64::from(1u32 << 24)).ceil() as u32
 }
 
 /// What one decoder layer's projections add on top of their frozen weights.
@@ -370,5 +379,28 @@ impl<'a> LayerLora<'a> {
         };
         let delta = weights.delta(x, keep.as_ref(), adapter.scale())?;
         Ok((y + delta)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integer threshold drops exactly the values the float comparison
+    /// `random::<f32>() < p` drops, for the same stream.
+    #[test]
+    fn dropout_masks_are_those_of_the_float_comparison() {
+        for p in [0.1f32, 0.05, 0.5, 0.3333] {
+            let mut dropout = LoraDropout::new(f64::from(p), 7);
+            let mask = dropout.mask(&[64, 97], &Device::Cpu).unwrap().unwrap();
+            let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let want: Vec<bool> = (0..mask.len()).map(|_| rng.random::<f32>() < p).collect();
+            let dropped: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
+            assert_eq!(dropped, want, "p = {p}");
+            assert!(want.contains(&true) && want.contains(&false));
+        }
+        // At the edge: a 24-bit value equal to p·2²⁴ is not below p.
+        assert_eq!(drop_threshold(0.5), 1 << 23);
     }
 }

@@ -159,11 +159,24 @@ fn part(values: &[f32], h: usize, len: usize) -> &[f32] {
 /// them and zeroes the masked rest, as the additive −∞ mask then softmax do.
 fn causal_softmax(row: &mut [f32], last: usize, scale: f32) {
     let (visible, masked) = row.split_at_mut(last + 1);
-    let max = visible
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
     for s in visible.iter_mut() {
-        *s = exp(*s * scale - max);
+        *s *= scale;
+    }
+    // Sixteen running maxima, so the search vectorises.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = visible.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (m, &s) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(s);
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for s in visible.iter_mut() {
+        *s = exp(*s - max);
     }
     let sum: f32 = visible.iter().sum();
     for s in visible.iter_mut() {

@@ -89,10 +89,16 @@ impl TokenPanels {
     pub(crate) fn pack(x: &[f32], tokens: usize, depth: usize) -> Self {
         let panels = tokens.div_ceil(NR);
         let mut values = vec![0.0f32; panels * depth * NR];
-        for (t, x_row) in x.chunks_exact(depth).take(tokens).enumerate() {
-            let panel = &mut values[(t / NR) * depth * NR..];
-            for (k, &v) in x_row.iter().enumerate() {
-                panel[k * NR + t % NR] = v;
+        // Written in order, one panel row at a time; the reads walk the
+        // panel's NR token rows side by side, which stay in L1.
+        for (p, panel) in values.chunks_exact_mut(depth * NR).enumerate() {
+            let first = p * NR;
+            let count = NR.min(tokens - first);
+            let rows = &x[first * depth..(first + count) * depth];
+            for (k, panel_row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (j, v) in panel_row.iter_mut().take(count).enumerate() {
+                    *v = rows[j * depth + k];
+                }
             }
         }
         TokenPanels {
