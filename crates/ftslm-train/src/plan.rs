@@ -66,23 +66,24 @@ pub struct MemoryPlan {
     pub weights: u64,
     /// LoRA values, gradients, AdamW moments (host f32) and the adapter's tensors.
     pub adapter_and_optimizer: u64,
-    /// Layer inputs kept for recomputation plus one layer's internals, for
-    /// one row of `row_tokens`.
+    /// Layer inputs kept for recomputation plus one layer's internals (or
+    /// every layer's, without checkpointing), for each row in flight.
     pub activations: u64,
-    /// One cross-entropy chunk's logits and their gradient.
+    /// One cross-entropy chunk's logits and their gradient per row in flight.
     pub cross_entropy: u64,
     pub total: u64,
 }
 
 impl MemoryPlan {
     /// `row_tokens`: the longest row; `example_tokens`: the longest example
-    /// (attention is per example, so scores grow with it, not with the row).
+    /// (attention is per example, so scores grow with it, not with the row);
+    /// `rows_in_flight`: rows the engine runs side by side (one per thread,
+    /// at most the batch), each with its own activations.
     pub fn estimate(
         config: &LlamaConfig,
         weights: WeightBytes,
         adapter_parameters: u64,
-        row_tokens: usize,
-        example_tokens: usize,
+        [row_tokens, example_tokens, rows_in_flight]: [usize; 3],
         checkpointing: bool,
     ) -> Self {
         let t = row_tokens as u64;
@@ -94,13 +95,15 @@ impl MemoryPlan {
         let scores =
             2 * c.num_attention_heads as u64 * t * example_tokens.min(row_tokens) as u64 * F32;
         let one_layer = projections + mlp + scores;
-        let activations = if checkpointing {
-            layers * layer_input + one_layer
-        } else {
-            layers * (layer_input + one_layer)
-        };
+        let in_flight = rows_in_flight.max(1) as u64;
+        let activations = in_flight
+            * if checkpointing {
+                layers * layer_input + one_layer
+            } else {
+                layers * (layer_input + one_layer)
+            };
         let chunk = DEFAULT_CHUNK_TOKENS.min(row_tokens.max(1)) as u64;
-        let cross_entropy = 3 * chunk * c.vocab_size as u64 * F32;
+        let cross_entropy = in_flight * 3 * chunk * c.vocab_size as u64 * F32;
         let adapter_and_optimizer = 5 * adapter_parameters * F32;
         let weights = weights.projections + weights.dense;
         MemoryPlan {

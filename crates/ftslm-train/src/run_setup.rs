@@ -258,12 +258,13 @@ pub fn prepare(
         BatchStrategy::Packed => ds.max_seq_length.max(longest_example),
         _ => longest_example,
     };
+    let rows_in_flight = ftslm_model::kernel::threads()
+        .min(settings.training.per_device_train_batch_size.max(1) as usize);
     let memory = MemoryPlan::estimate(
         model.config(),
         weights,
         adapter_parameters,
-        row_tokens,
-        longest_example,
+        [row_tokens, longest_example, rows_in_flight],
         settings.training.gradient_checkpointing,
     );
     let batches_per_epoch = train.batches_per_epoch();
