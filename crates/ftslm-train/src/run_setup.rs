@@ -258,8 +258,8 @@ pub fn prepare(
         BatchStrategy::Packed => ds.max_seq_length.max(longest_example),
         _ => longest_example,
     };
-    let rows_in_flight = ftslm_model::kernel::threads()
-        .min(settings.training.per_device_train_batch_size.max(1) as usize);
+    let rows_in_flight =
+        ftslm_model::kernel::threads().min(settings.training.per_device_train_batch_size.max(1));
     let memory = MemoryPlan::estimate(
         model.config(),
         weights,
