@@ -25,10 +25,12 @@ fn fast_product(
         return Ok(None);
     }
     let (rows, _) = input.dims2()?;
-    let values = input.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let input = input.contiguous()?;
     let mut out = vec![0f32; rows * cols];
-    let done = kernel::with_cpu_f32(weight, |w| op(w, shape, &values, rows, &mut out));
-    if done != Some(true) {
+    let done = kernel::with_cpu_f32(weight, |w| {
+        kernel::with_cpu_f32(&input, |values| op(w, shape, values, rows, &mut out))
+    });
+    if done != Some(Some(true)) {
         return Ok(None);
     }
     Ok(Some(Tensor::from_vec(out, (rows, cols), input.device())?))

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenFormat, FrozenWeight};
+use crate::kernel;
 use crate::nf4::{Nf4Error, Nf4Tensor};
 
 /// Quantizes every projection to NF4 (block size 64) as the loader streams it.
@@ -56,13 +57,19 @@ impl Nf4Weight {
     /// Runs one of the fused products on a [rows, _] input, giving [rows, cols].
     fn product(&self, input: &Tensor, cols: usize, op: Nf4Product) -> Result<Tensor> {
         let (rows, _) = input.dims2()?;
-        let values = input
-            .to_dtype(DType::F32)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let input = input.to_dtype(DType::F32)?.contiguous()?;
         let mut out = vec![0f32; rows * cols];
-        op(&self.tensor, &values, rows, &mut out).map_err(|e| nf4_error(&self.name, e))?;
+        // Read in place where the input lives in CPU memory (a copy per
+        // product was ~4% of a training step); copied out otherwise.
+        let result =
+            match kernel::with_cpu_f32(&input, |values| op(&self.tensor, values, rows, &mut out)) {
+                Some(result) => result,
+                None => {
+                    let values = input.flatten_all()?.to_vec1::<f32>()?;
+                    op(&self.tensor, &values, rows, &mut out)
+                }
+            };
+        result.map_err(|e| nf4_error(&self.name, e))?;
         Ok(Tensor::from_vec(out, (rows, cols), &self.device)?)
     }
 }

@@ -26,6 +26,16 @@ pub(crate) fn available() -> bool {
     std::is_x86_feature_detected!("avx512f")
 }
 
+/// The safe entry points below call the AVX-512 kernel; callers choose
+/// them only where `available()` holds, and this keeps that a checked fact
+/// (a cached flag, once per product) rather than a comment.
+pub(crate) fn require_avx512() {
+    assert!(
+        available(),
+        "an AVX-512 product was called on a CPU without AVX-512F"
+    );
+}
+
 /// `c[i][j] = Σ_{kk<depth} *a[i].add(kk) · *b.add(kk·ldb + j)`.
 ///
 /// # Safety
@@ -63,17 +73,30 @@ pub(crate) unsafe fn kernel(
     c
 }
 
-/// Pointers to rows `first..first + count` of a matrix with rows `stride`
-/// apart, offset by `column`; the rows past `count` repeat the last one, so
-/// the kernel always reads valid memory and the caller ignores those results.
-pub(crate) fn row_pointers(
+/// Rows `first..first + count` of a matrix with rows `stride` apart, each
+/// from `column` to the end of the buffer; the rows past `count` repeat the
+/// last one, so the kernel always reads valid memory and the caller ignores
+/// those results.
+pub(crate) fn rows_of(
     base: &[f32],
     first: usize,
     count: usize,
     stride: usize,
     column: usize,
-) -> [*const f32; MR] {
-    std::array::from_fn(|i| base[(first + i.min(count - 1)) * stride + column..].as_ptr())
+) -> [&[f32]; MR] {
+    std::array::from_fn(|i| &base[(first + i.min(count - 1)) * stride + column..])
+}
+
+/// The kernel's A operand: checks that every row holds `depth` values.
+pub(crate) fn a_operand(rows: &[&[f32]; MR], depth: usize) -> [*const f32; MR] {
+    std::array::from_fn(|i| {
+        assert!(
+            rows[i].len() >= depth,
+            "A row {i} holds {} of {depth} values",
+            rows[i].len()
+        );
+        rows[i].as_ptr()
+    })
 }
 
 /// xᵀ in panels of NR tokens: panel p holds `x[p·NR + j, k]` at `[k, j]`,
@@ -116,16 +139,18 @@ impl TokenPanels {
     /// `a` points at and every token; `y` rows are `width` apart.
     pub(crate) fn multiply_rows(
         &self,
-        a: &[*const f32; MR],
+        a: &[&[f32]; MR],
         count: usize,
         y: &mut [f32],
         width: usize,
         row_offset: usize,
     ) {
+        require_avx512();
+        let a = a_operand(a, self.depth);
         for (p, panel) in self.values.chunks_exact(self.depth * NR).enumerate() {
-            // SAFETY: callers reach here only where `available()` holds; each
-            // A row holds `depth` values and each panel `depth` rows of NR.
-            let c = unsafe { kernel(self.depth, a, panel.as_ptr(), NR) };
+            // SAFETY: AVX-512F checked above; each A row holds `depth`
+            // values and each panel `depth` rows of NR.
+            let c = unsafe { kernel(self.depth, &a, panel.as_ptr(), NR) };
             let tokens = NR.min(self.tokens - p * NR);
             for j in 0..tokens {
                 let at = (p * NR + j) * width + row_offset;
@@ -144,7 +169,7 @@ pub(crate) fn dense_matmul_t_rows(w: &[f32], xt: &TokenPanels, rows: Range<usize
     let mut first = rows.start;
     while first < rows.end {
         let count = MR.min(rows.end - first);
-        let a = row_pointers(w, first, count, depth, 0);
+        let a = rows_of(w, first, count, depth, 0);
         xt.multiply_rows(&a, count, y, rows.len(), first - rows.start);
         first += count;
     }
@@ -160,6 +185,7 @@ pub(crate) fn dense_matmul_cols(
     cols: Range<usize>,
     dx: &mut [f32],
 ) {
+    require_avx512();
     let width = cols.len();
     // Each strip of W is copied into contiguous rows of NR (zeros past a
     // narrow strip's edge): read in place, rows `in_features` apart alias
@@ -181,10 +207,9 @@ pub(crate) fn dense_matmul_cols(
             let mut t0 = 0;
             while t0 < tokens {
                 let rows = MR.min(tokens - t0);
-                let a = row_pointers(dy, t0, rows, out_features, depth_start);
-                // SAFETY: callers reach here only where `available()` holds;
-                // each A row holds `depth` values from depth_start, and B
-                // `depth` rows of at least NR readable values.
+                let a = a_operand(&rows_of(dy, t0, rows, out_features, depth_start), depth);
+                // SAFETY: AVX-512F checked above; each A row holds `depth`
+                // values from depth_start, and B `depth` rows of NR values.
                 let c = unsafe { kernel(depth, &a, b, ldb) };
                 store_rows(
                     &c,

@@ -11,7 +11,9 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernel::avx512::{kernel, row_pointers, store_rows, TokenPanels, LANES, MR, NR};
+use crate::kernel::avx512::{
+    a_operand, kernel, require_avx512, rows_of, store_rows, TokenPanels, LANES, MR, NR,
+};
 
 use super::{Nf4Tensor, NF4_BLOCK_SIZE, NF4_CODE};
 
@@ -24,8 +26,9 @@ impl Nf4Tensor {
             self.decode_span(start, out);
             return;
         }
-        // SAFETY: AVX-512F was checked before any caller reaches here, and
-        // the span lies inside the matrix (callers' invariant, as decode_span).
+        require_avx512();
+        // SAFETY: AVX-512F checked just above; the span lies inside the
+        // matrix (the callers' invariant, as for decode_span).
         unsafe { self.decode_groups(start, out) }
     }
 
@@ -69,7 +72,7 @@ impl Nf4Tensor {
             for (i, row) in w_rows.chunks_exact_mut(depth).take(count).enumerate() {
                 self.decode_span_avx512((first + i) * depth, row);
             }
-            let a = row_pointers(&w_rows, 0, count, depth, 0);
+            let a = rows_of(&w_rows, 0, count, depth, 0);
             xt.multiply_rows(&a, count, dst, width, first - rows.start);
             first += count;
         }
@@ -84,6 +87,7 @@ impl Nf4Tensor {
         cols: Range<usize>,
         dst: &mut [f32],
     ) {
+        require_avx512();
         let [out_features, in_features] = self.shape();
         let width = cols.len();
         let mut strip = vec![0.0f32; out_features * NR]; // [out_features, NR]
@@ -99,8 +103,8 @@ impl Nf4Tensor {
             let mut t0 = 0;
             while t0 < tokens {
                 let rows = MR.min(tokens - t0);
-                let a = row_pointers(dy, t0, rows, out_features, 0);
-                // SAFETY: AVX-512F is available (callers check `available`);
+                let a = a_operand(&rows_of(dy, t0, rows, out_features, 0), out_features);
+                // SAFETY: AVX-512F checked at the top of this function;
                 // each dy row holds out_features values, the strip as many rows of NR.
                 let c = unsafe { kernel(out_features, &a, strip.as_ptr(), NR) };
                 store_rows(&c, rows, count, dst, (t0, first - cols.start), width, false);
