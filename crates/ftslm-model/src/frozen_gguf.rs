@@ -203,6 +203,7 @@ mod tests {
     use candle_core::quantized::QTensor;
 
     use super::*;
+    use crate::test_support::max_diff;
 
     /// A weight with enough rows for several tiles, quantized by candle.
     fn blocks(dtype: GgmlDType, out: usize, inp: usize) -> (GgufBlocks, Tensor) {
@@ -211,19 +212,6 @@ mod tests {
         let bytes = q.data().unwrap().to_vec();
         let dense = q.dequantize(&Device::Cpu).unwrap();
         (GgufBlocks::new("w", dtype, out, inp, bytes).unwrap(), dense)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl FrozenWeight for Nf4Weight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::max_diff;
 
     #[test]
     fn nf4_products_equal_the_dequantized_dense_products() {
@@ -131,14 +132,7 @@ mod tests {
         .unwrap();
         let y = frozen.forward(&x).unwrap();
         let y_ref = x.matmul(&dense.t().unwrap()).unwrap();
-        let diff = (y - y_ref)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&y, &y_ref);
         assert!(diff < 1e-4, "forward differs by {diff}");
         let dy = Tensor::from_vec(
             (0..5 * 96)
@@ -150,14 +144,7 @@ mod tests {
         .unwrap();
         let dx = frozen.backward_input(&dy).unwrap();
         let dx_ref = dy.matmul(&dense).unwrap();
-        let diff = (dx - dx_ref)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&dx, &dx_ref);
         assert!(diff < 1e-4, "backward differs by {diff}");
         assert!(frozen.storage_bytes() < 96 * 128 / 2 + 96 * 128 / 64 * 2);
     }

@@ -25,6 +25,8 @@ pub mod mlp;
 pub mod nf4;
 pub mod norm;
 pub mod rope;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
 pub use error::{ModelError, Result};

@@ -200,6 +200,7 @@ mod tests {
 
     use super::*;
     use crate::attention::{causal_mask, softmax_last_dim};
+    use crate::test_support::max_diff;
 
     fn random(shape: (usize, usize, usize), seed: u64) -> Tensor {
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -212,17 +213,6 @@ mod tests {
             })
             .collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// The kernel products against candle's ops (what runs elsewhere) on a

@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Below this many multiply-adds a product stays on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 22;
@@ -14,9 +15,12 @@ thread_local! {
 }
 
 /// The threads a product may use: candle's count, RAYON_NUM_THREADS when
-/// set, else the physical cores.
+/// set, else the physical cores. Read once, at the first product, as candle
+/// and rayon size their pools once (every product used to read the
+/// environment again).
 pub fn threads() -> usize {
-    candle_core::utils::get_num_threads()
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
 
 /// Runs `f` with every product it starts kept on the calling thread: for

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use super::*;
 use crate::config::{RopeConfig, RopeScaling};
 use crate::loader::NamedTensors;
+use crate::test_support::max_diff;
 
 const HIDDEN: usize = 64;
 const HEADS: usize = 4;
@@ -161,19 +162,6 @@ fn assert_same_logits(got: &Tensor, want: &Tensor, what: &str) {
         diff < 1e-5 * scale.max(1.0),
         "{what}: {diff} (logits up to {scale})"
     );
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]
