@@ -165,7 +165,6 @@ impl LlamaEngine {
         Ok(rows)
     }
 
-    /// Adds `factor` × the gradients to the host buffers.
     /// Each row's loss and gradients, in row order. With several rows and
     /// threads, rows run side by side, one per thread with its products kept
     /// on that thread: every phase of a row (the element-wise ops included)
@@ -224,11 +223,8 @@ impl LlamaEngine {
             .collect()
     }
 
-    fn accumulate(
-        &mut self,
-        grads: &ftslm_model::grad::AdapterGrads,
-        factor: f32,
-    ) -> Result<(), EngineError> {
+    /// Adds `factor` × the gradients to the host buffers.
+    fn accumulate(&mut self, grads: &AdapterGrads, factor: f32) -> Result<(), EngineError> {
         for p in &mut self.params {
             let g = grads.get(p.layer, p.projection).ok_or_else(|| {
                 format!(
