@@ -25,6 +25,7 @@ pub mod mlp;
 pub mod nf4;
 pub mod norm;
 pub mod rope;
+pub mod swiglu;
 #[cfg(test)]
 mod test_support;
 

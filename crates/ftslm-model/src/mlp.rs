@@ -5,6 +5,7 @@ use candle_core::Tensor;
 use crate::error::Result;
 use crate::frozen_linear::FrozenWeight;
 use crate::lora::{LayerLora, Projection};
+use crate::swiglu::swiglu;
 
 #[derive(Debug)]
 pub struct Mlp {
@@ -21,7 +22,7 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, lora: &mut LayerLora) -> Result<Tensor> {
         let gate = lora.project(Projection::Gate, &*self.gate_proj, x)?; // [tokens, intermediate]
         let up = lora.project(Projection::Up, &*self.up_proj, x)?;
-        let activated = (gate.silu()? * up)?;
+        let activated = swiglu(&gate, &up)?;
         lora.project(Projection::Down, &*self.down_proj, &activated)
     }
 }

@@ -168,9 +168,11 @@ fn fused_cross_entropy(
             if !kernel::dense_matmul_t(w, shape, &h_rows[..c * width], c, logits) {
                 return None;
             }
-            for (z, &id) in logits.chunks_exact_mut(vocab).zip(ids) {
-                total += softmax_minus_onehot(z, id as usize, inv_count as f32);
-            }
+            total += kernel::wide(|| {
+                let rows = logits.chunks_exact_mut(vocab).zip(ids);
+                rows.map(|(z, &id)| softmax_minus_onehot(z, id as usize, inv_count as f32))
+                    .sum::<f64>()
+            });
             let d_rows = &mut d_rows[..c * width];
             if !kernel::dense_matmul(w, shape, logits, c, d_rows) {
                 return None;
@@ -194,8 +196,9 @@ fn fused_cross_entropy(
 
 /// Overwrites the logits `z` of one row with `scale · (softmax(z) − onehot(id))`
 /// and returns that row's nll = logsumexp(z) − z[id]. Sums run in f64.
+#[inline(always)]
 fn softmax_minus_onehot(z: &mut [f32], id: usize, scale: f32) -> f64 {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = kernel::max(z);
     let target = z[id];
     for v in z.iter_mut() {
         *v = kernel::exp(*v - max);

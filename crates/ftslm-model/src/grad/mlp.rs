@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
 use crate::lora::Projection;
 use crate::mlp::Mlp;
+use crate::swiglu::{swiglu, swiglu_backward};
 
 #[derive(Debug, Clone)]
 pub struct MlpCache {
@@ -27,7 +28,7 @@ pub struct MlpCache {
 pub fn mlp_forward(mlp: &Mlp, lora: &LayerAdapter, x: &Tensor) -> Result<(Tensor, MlpCache)> {
     let (gate, gate_cache) = lora.linear(Projection::Gate, &*mlp.gate_proj).forward(x)?;
     let (up, up_cache) = lora.linear(Projection::Up, &*mlp.up_proj).forward(x)?;
-    let activated = (gate.silu()? * &up)?;
+    let activated = swiglu(&gate, &up)?;
     let (y, down_cache) = lora
         .linear(Projection::Down, &*mlp.down_proj)
         .forward(&activated)?;
@@ -61,13 +62,7 @@ pub fn mlp_backward(
         crate::error::ModelError::Input("down_proj's backward gave no input gradient".into())
     })?; // [tokens, intermediate]
 
-    let g = &cache.gate;
-    // σ(g) = 1/(1 + e^(−g)); for very negative g, e^(−g) = ∞ gives σ = 0, not NaN.
-    let sigmoid = g.neg()?.exp()?.affine(1.0, 1.0)?.recip()?;
-    let silu = (g * &sigmoid)?;
-    let silu_grad = (&sigmoid * (g * sigmoid.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
-    let d_gate = (&d_activated * &cache.up)?.mul(&silu_grad)?;
-    let d_up = (d_activated * silu)?;
+    let (d_gate, d_up) = swiglu_backward(&d_activated, &cache.gate, &cache.up)?;
 
     let (dx_gate, grad_gate) =
         lora.linear(Projection::Gate, &*mlp.gate_proj)

@@ -8,8 +8,10 @@
 pub(crate) mod avx512;
 mod exp;
 mod split;
+mod wide;
 
 pub use exp::exp;
+pub use wide::{dot, max, wide};
 
 pub use split::{on_this_thread_only, threads};
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};

@@ -1,0 +1,90 @@
+//! Element-wise loops (activations, normalisation, softmax) compiled for
+//! the widest vectors this CPU has. The crate is built for baseline x86-64,
+//! where such loops vectorise four f32 wide; run inside [`wide`] on a CPU
+//! with AVX-512F they vectorise sixteen wide, without a per-function copy
+//! of each loop for each instruction set.
+
+/// Runs `f`, on AVX-512 CPUs inside a function compiled for AVX-512F.
+///
+/// `f` is called once, so it is inlined into that function and its loops
+/// (and the `#[inline(always)]` helpers they call, such as `kernel::exp`)
+/// are compiled for AVX-512; elsewhere `f` runs as it is.
+#[inline(always)]
+pub fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        // SAFETY: AVX-512F was detected just above.
+        return unsafe { with_avx512(f) };
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Σ a[i]·b[i] in sixteen running sums, so that the loop vectorises (a
+/// single running sum is a chain the compiler must keep in order).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, x), y) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest value (−∞ for none), in sixteen running maxima so that
+/// the search vectorises.
+#[inline(always)]
+pub fn max(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_covers_full_chunks_and_the_tail() {
+        for len in [0, 1, 15, 16, 17, 33, 576] {
+            let a: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.5).collect();
+            let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert_eq!(wide(|| dot(&a, &b)), want, "length {len}");
+        }
+    }
+
+    #[test]
+    fn max_finds_the_largest_in_chunks_and_tail() {
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        for len in [1, 16, 17, 40] {
+            for at in [0, len / 2, len - 1] {
+                let mut values = vec![-1.0f32; len];
+                values[at] = 2.5;
+                assert_eq!(wide(|| max(&values)), 2.5, "length {len}, at {at}");
+            }
+        }
+    }
+}
