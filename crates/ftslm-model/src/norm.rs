@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
-use crate::kernel::{dot, wide, with_cpu_f32};
+use crate::kernel::{dot, wide_fn, with_cpu_f32};
 
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -34,18 +34,7 @@ impl RmsNorm {
         let eps = self.eps as f32;
         let values = with_cpu_f32(x, |x| {
             with_cpu_f32(&self.weight, |w| {
-                (w.len() == hidden && hidden > 0).then(|| {
-                    wide(|| {
-                        let mut y = vec![0f32; x.len()];
-                        for (y, x) in y.chunks_exact_mut(hidden).zip(x.chunks_exact(hidden)) {
-                            let inv_rms = 1.0 / (dot(x, x) / hidden as f32 + eps).sqrt();
-                            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                                *y = x * inv_rms * w;
-                            }
-                        }
-                        y
-                    })
-                })
+                (w.len() == hidden && hidden > 0).then(|| rms_norm_rows(x, w, eps))
             })
         })
         .flatten()
@@ -54,6 +43,21 @@ impl RmsNorm {
             Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),
             None => None,
         })
+    }
+}
+
+wide_fn! {
+    /// Each row of `x` (rows as long as `w`) normalised and scaled by `w`.
+    fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+        let hidden = w.len();
+        let mut y = vec![0f32; x.len()];
+        for (y, x) in y.chunks_exact_mut(hidden).zip(x.chunks_exact(hidden)) {
+            let inv_rms = 1.0 / (dot(x, x) / hidden as f32 + eps).sqrt();
+            for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * inv_rms * w;
+            }
+        }
+        y
     }
 }
 

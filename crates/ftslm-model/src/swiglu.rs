@@ -11,22 +11,12 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{exp, wide, with_cpu_f32};
+use crate::kernel::{exp, wide_fn, with_cpu_f32};
 
 /// silu(gate) ⊙ up, shaped as `gate`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     same_shape(gate, up, "up")?;
-    let fast = with_cpu_f32(gate, |g| {
-        with_cpu_f32(up, |u| {
-            wide(|| {
-                g.iter()
-                    .zip(u)
-                    .map(|(&g, &u)| g * sigmoid(g) * u)
-                    .collect::<Vec<f32>>()
-            })
-        })
-    })
-    .flatten();
+    let fast = with_cpu_f32(gate, |g| with_cpu_f32(up, |u| swiglu_values(g, u))).flatten();
     match fast {
         Some(values) => Ok(Tensor::from_vec(values, gate.shape(), &Device::Cpu)?),
         None => Ok((gate.silu()? * up)?),
@@ -42,21 +32,7 @@ pub fn swiglu_backward(
     same_shape(gate, up, "up")?;
     same_shape(gate, d_activated, "the activation's gradient")?;
     let fast = with_cpu_f32(d_activated, |da| {
-        with_cpu_f32(gate, |g| {
-            with_cpu_f32(up, |u| {
-                wide(|| {
-                    let mut d_gate = vec![0f32; g.len()];
-                    let mut d_up = vec![0f32; g.len()];
-                    for i in 0..g.len() {
-                        let (g, u, da) = (g[i], u[i], da[i]);
-                        let s = sigmoid(g);
-                        d_up[i] = da * g * s;
-                        d_gate[i] = da * u * s * (1.0 + g * (1.0 - s));
-                    }
-                    (d_gate, d_up)
-                })
-            })
-        })
+        with_cpu_f32(gate, |g| with_cpu_f32(up, |u| swiglu_gradients(da, g, u)))
     })
     .flatten()
     .flatten();
@@ -72,6 +48,27 @@ pub fn swiglu_backward(
     let d_gate = (d_activated * up)?.mul(&silu_grad)?;
     let d_up = (d_activated * silu)?;
     Ok((d_gate, d_up))
+}
+
+wide_fn! {
+    fn swiglu_values(g: &[f32], u: &[f32]) -> Vec<f32> {
+        g.iter().zip(u).map(|(&g, &u)| g * sigmoid(g) * u).collect()
+    }
+}
+
+wide_fn! {
+    /// (∂L/∂g, ∂L/∂u) from ∂L/∂a, g and u of equal lengths.
+    fn swiglu_gradients(da: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut d_gate = vec![0f32; g.len()];
+        let mut d_up = vec![0f32; g.len()];
+        let outputs = d_gate.iter_mut().zip(d_up.iter_mut());
+        for ((d_gate, d_up), ((&da, &g), &u)) in outputs.zip(da.iter().zip(g).zip(u)) {
+            let s = sigmoid(g);
+            *d_up = da * g * s;
+            *d_gate = da * u * s * (1.0 + g * (1.0 - s));
+        }
+        (d_gate, d_up)
+    }
 }
 
 /// σ(g) = 1 / (1 + e^(−g)); e^(−g) is +∞ below g = −88, giving 0 as it should.

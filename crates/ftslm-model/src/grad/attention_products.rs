@@ -16,7 +16,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, wide};
+use crate::kernel::{dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, wide_fn};
 
 /// Query positions per block. A block reads only the keys up to its last
 /// position, so of the scores above the causal diagonal only the corner
@@ -92,7 +92,7 @@ fn query_blocks(group: usize, n: usize) -> impl Iterator<Item = QueryBlock> {
 
 /// Query heads per kv head: q holds g whole segments of n rows.
 fn query_group(rows: usize, n: usize) -> Result<usize> {
-    if n == 0 || rows % n != 0 {
+    if n == 0 || !rows.is_multiple_of(n) {
         return Err(ModelError::Input(format!(
             "attention: {rows} query rows are not whole heads of a {n}-token segment"
         )));
@@ -121,11 +121,7 @@ fn probabilities(
     ) {
         return false;
     }
-    wide(|| {
-        for (row, position) in p.chunks_exact_mut(width).zip(block.positions.clone()) {
-            causal_softmax(row, position, scale as f32);
-        }
-    });
+    causal_softmax_rows(p, width, block.positions.start, scale as f32);
     true
 }
 
@@ -176,14 +172,7 @@ pub fn backward(
             if !dense_matmul_t(&v[..width * d], [width, d], dc, b, ds) {
                 return Ok(None);
             }
-            wide(|| {
-                for (ds_row, p_row) in ds.chunks_exact_mut(width).zip(p.chunks_exact(width)) {
-                    let row_dot = dot(ds_row, p_row);
-                    for (g, &p) in ds_row.iter_mut().zip(p_row) {
-                        *g = flush_subnormal(p * (*g - row_dot) * scale as f32);
-                    }
-                }
-            });
+            score_gradients(ds, p, width, scale as f32);
             // dQ = dS·K
             if !dense_matmul(&k[..width * d], [width, d], ds, b, block.of_mut(dq, d)) {
                 return Ok(None);
@@ -236,6 +225,15 @@ fn part(values: &[f32], h: usize, len: usize) -> &[f32] {
     &values[h * len..(h + 1) * len]
 }
 
+wide_fn! {
+    /// Softmaxes rows of `width` scores whose first row is at `first_position`.
+    fn causal_softmax_rows(p: &mut [f32], width: usize, first_position: usize, scale: f32) {
+        for (position, row) in (first_position..).zip(p.chunks_exact_mut(width)) {
+            causal_softmax(row, position, scale);
+        }
+    }
+}
+
 /// Scales the row's visible scores `row[..=last]` by `scale`, softmaxes
 /// them and zeroes the masked rest, as the additive −∞ mask then softmax do.
 #[inline(always)]
@@ -253,6 +251,18 @@ fn causal_softmax(row: &mut [f32], last: usize, scale: f32) {
         *s = flush_subnormal(*s / sum);
     }
     masked.fill(0.0);
+}
+
+wide_fn! {
+    /// dP → dS = P ⊙ (dP − rowsum(dP ⊙ P))·c in place, rows of `width`.
+    fn score_gradients(ds: &mut [f32], p: &[f32], width: usize, scale: f32) {
+        for (ds_row, p_row) in ds.chunks_exact_mut(width).zip(p.chunks_exact(width)) {
+            let row_dot = dot(ds_row, p_row);
+            for (g, &p) in ds_row.iter_mut().zip(p_row) {
+                *g = flush_subnormal(p * (*g - row_dot) * scale);
+            }
+        }
+    }
 }
 
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`.

@@ -168,11 +168,7 @@ fn fused_cross_entropy(
             if !kernel::dense_matmul_t(w, shape, &h_rows[..c * width], c, logits) {
                 return None;
             }
-            total += kernel::wide(|| {
-                let rows = logits.chunks_exact_mut(vocab).zip(ids);
-                rows.map(|(z, &id)| softmax_minus_onehot(z, id as usize, inv_count as f32))
-                    .sum::<f64>()
-            });
+            total += softmax_minus_onehot_rows(logits, vocab, ids, inv_count as f32);
             let d_rows = &mut d_rows[..c * width];
             if !kernel::dense_matmul(w, shape, logits, c, d_rows) {
                 return None;
@@ -192,6 +188,15 @@ fn fused_cross_entropy(
     };
     let d_hidden = Tensor::from_vec(d_hidden, (rows, width), hidden.device())?;
     Ok(Some((total, d_hidden)))
+}
+
+kernel::wide_fn! {
+    /// [`softmax_minus_onehot`] over rows of `vocab` logits, one target id
+    /// each; the rows' nll summed.
+    fn softmax_minus_onehot_rows(logits: &mut [f32], vocab: usize, ids: &[u32], scale: f32) -> f64 {
+        let rows = logits.chunks_exact_mut(vocab).zip(ids);
+        rows.map(|(z, &id)| softmax_minus_onehot(z, id as usize, scale)).sum()
+    }
 }
 
 /// Overwrites the logits `z` of one row with `scale · (softmax(z) − onehot(id))`

@@ -11,7 +11,17 @@ mod split;
 mod wide;
 
 pub use exp::exp;
-pub use wide::{dot, max, wide};
+pub(crate) use wide::wide_fn;
+pub use wide::{dot, max};
+
+/// Whether this CPU runs the AVX-512 kernels (checked once, then cached).
+#[inline]
+pub(crate) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 pub use split::{on_this_thread_only, threads};
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};

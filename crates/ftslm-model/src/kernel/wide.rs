@@ -1,29 +1,40 @@
 //! Element-wise loops (activations, normalisation, softmax) compiled for
 //! the widest vectors this CPU has. The crate is built for baseline x86-64,
-//! where such loops vectorise four f32 wide; run inside [`wide`] on a CPU
-//! with AVX-512F they vectorise sixteen wide, without a per-function copy
-//! of each loop for each instruction set.
+//! where such loops vectorise four f32 wide; a function defined with
+//! [`wide_fn!`] also has a copy for AVX-512F, sixteen wide, chosen at run
+//! time, without a hand-written copy of each loop for each instruction set.
 
-/// Runs `f`, on AVX-512 CPUs inside a function compiled for AVX-512F.
+/// Defines a function whose body is compiled twice: for AVX-512F, run on
+/// CPUs that have it, and for the crate's baseline target otherwise.
 ///
-/// `f` is called once, so it is inlined into that function and its loops
-/// (and the `#[inline(always)]` helpers they call, such as `kernel::exp`)
-/// are compiled for AVX-512; elsewhere `f` runs as it is.
-#[inline(always)]
-pub fn wide<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if super::avx512::available() {
-        // SAFETY: AVX-512F was detected just above.
-        return unsafe { with_avx512(f) };
-    }
-    f()
-}
+/// The body is an `#[inline(always)]` inner function, so its loops and the
+/// `#[inline(always)]` helpers they call (`kernel::exp`, [`dot`], [`max`])
+/// are compiled into each copy. (A closure handed to a `#[target_feature]`
+/// function is not enough: it stays a function of its own, compiled for the
+/// baseline, and runs four wide with a scalar exponential.)
+macro_rules! wide_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn with_avx512($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernel::avx512_available() {
+                // SAFETY: AVX-512F was detected just above.
+                return unsafe { with_avx512($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
 }
+pub(crate) use wide_fn;
 
 /// Σ a[i]·b[i] in sixteen running sums, so that the loop vectorises (a
 /// single running sum is a chain the compiler must keep in order).
@@ -72,7 +83,7 @@ mod tests {
             let a: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
             let b: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.5).collect();
             let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert_eq!(wide(|| dot(&a, &b)), want, "length {len}");
+            assert_eq!(dot(&a, &b), want, "length {len}");
         }
     }
 
@@ -83,7 +94,7 @@ mod tests {
             for at in [0, len / 2, len - 1] {
                 let mut values = vec![-1.0f32; len];
                 values[at] = 2.5;
-                assert_eq!(wide(|| max(&values)), 2.5, "length {len}, at {at}");
+                assert_eq!(max(&values), 2.5, "length {len}, at {at}");
             }
         }
     }
