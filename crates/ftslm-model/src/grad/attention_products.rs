@@ -16,7 +16,7 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, wide_fn};
+use crate::kernel::{dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, sum, wide_fn};
 
 /// Query positions per block. A block reads only the keys up to its last
 /// position, so of the scores above the causal diagonal only the corner
@@ -246,7 +246,7 @@ fn causal_softmax(row: &mut [f32], last: usize, scale: f32) {
     for s in visible.iter_mut() {
         *s = exp(*s - max);
     }
-    let sum: f32 = visible.iter().sum();
+    let sum = sum(visible);
     for s in visible.iter_mut() {
         *s = flush_subnormal(*s / sum);
     }

@@ -19,7 +19,11 @@ const OVERFLOW: f32 = 88.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let clamped = x.clamp(UNDERFLOW, OVERFLOW);
-    let n = (clamped * LOG2_E + ROUND) - ROUND;
+    // n + 1.5·2^23 holds the integer n in its low mantissa bits, so n's bits
+    // come from the float's bits: `n as i32` (a saturating conversion) does
+    // not vectorise and made the loops around this one lane at a time.
+    let shifted = clamped * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_2e-4f32;
     p = p * r + 1.398_2e-3;
@@ -28,7 +32,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n ∈ [−126, 127] after the clamp, so 2^n is a normal float.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     let value = y * scale;
     if x < UNDERFLOW {
         0.0

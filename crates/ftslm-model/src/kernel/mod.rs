@@ -12,7 +12,7 @@ mod wide;
 
 pub use exp::exp;
 pub(crate) use wide::wide_fn;
-pub use wide::{dot, max};
+pub use wide::{dot, max, sum};
 
 /// Whether this CPU runs the AVX-512 kernels (checked once, then cached).
 #[inline]

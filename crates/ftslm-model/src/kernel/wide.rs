@@ -56,6 +56,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// Σ values, in sixteen running sums (see [`dot`]).
+#[inline(always)]
+pub fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// The largest value (−∞ for none), in sixteen running maxima so that
 /// the search vectorises.
 #[inline(always)]
@@ -84,6 +98,14 @@ mod tests {
             let b: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.5).collect();
             let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert_eq!(dot(&a, &b), want, "length {len}");
+        }
+    }
+
+    #[test]
+    fn sum_covers_full_chunks_and_the_tail() {
+        for len in [0, 1, 16, 17, 50] {
+            let values: Vec<f32> = (0..len).map(|i| (i % 9) as f32 - 4.0).collect();
+            assert_eq!(sum(&values), values.iter().sum::<f32>(), "length {len}");
         }
     }
 
