@@ -15,6 +15,7 @@ use candle_core::Device;
 use ftslm_config::LossOn;
 use ftslm_data::batching::{make_batches, BatchStrategy};
 use ftslm_data::SYSTEM_PROMPT;
+use ftslm_model::grad::PassSeconds;
 use ftslm_model::{LoraAdapter, LoraSettings, Projection};
 use serde::Serialize;
 
@@ -41,14 +42,23 @@ pub struct BenchSettings {
     pub threads: usize,
 }
 
-/// Seconds spent per phase over the counted steps. The engine runs forward
-/// and backward as one call (the backward recomputes inside it), so they are
-/// reported together.
+/// Seconds spent per phase over the counted steps.
+///
+/// The engine runs a batch's forward and backward as one call, its rows side
+/// by side on the threads, so `forward_backward` is that call's wall time
+/// and `forward`, `loss_head` and `backward` split it in the proportion of
+/// the rows' own time in each pass.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchPhases {
     /// Reading, rendering and tokenizing the records, and laying out batches (once).
     pub data: f64,
     pub forward_backward: f64,
+    /// Embedding and decoder layers.
+    pub forward: f64,
+    /// Final norm and the LM head's forward and backward, fused per chunk.
+    pub loss_head: f64,
+    /// Decoder layers in reverse.
+    pub backward: f64,
     /// Gradient normalisation and the AdamW update.
     pub optimizer: f64,
 }
@@ -166,7 +176,9 @@ pub fn bench_train(
         load_seconds,
     };
     let (mut tokens, mut seconds) = (0u64, 0f64);
+    let mut passes = PassSeconds::default();
     for (s, batch) in batches.iter().enumerate() {
+        let passes_before = engine.stats().passes;
         let step = s as u64 + 1;
         let t0 = Instant::now();
         engine.zero_grads();
@@ -215,8 +227,21 @@ pub fn bench_train(
             tokens += loss.input_tokens;
             seconds += step_seconds;
             report.phases.forward_backward += (t1 - t0).as_secs_f64();
+            let after = engine.stats().passes;
+            passes.add(PassSeconds {
+                forward: after.forward - passes_before.forward,
+                loss_head: after.loss_head - passes_before.loss_head,
+                backward: after.backward - passes_before.backward,
+            });
             report.phases.optimizer += (t2 - t1).as_secs_f64();
         }
+    }
+    let row_seconds = passes.forward + passes.loss_head + passes.backward;
+    if row_seconds > 0.0 {
+        let wall = report.phases.forward_backward / row_seconds;
+        report.phases.forward = passes.forward * wall;
+        report.phases.loss_head = passes.loss_head * wall;
+        report.phases.backward = passes.backward * wall;
     }
     report.tokens_per_s = (seconds > 0.0).then(|| tokens as f64 / seconds);
     report.peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));

@@ -18,7 +18,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use ftslm_data::batching::{Batch, PAD_SEGMENT};
 use ftslm_model::grad::{
-    loss_and_grads, AdapterGrads, GradOptions, TrainingRow, DEFAULT_CHUNK_TOKENS,
+    loss_and_grads_timed, AdapterGrads, GradOptions, PassSeconds, TrainingRow, DEFAULT_CHUNK_TOKENS,
 };
 use ftslm_model::kernel;
 use ftslm_model::{
@@ -46,6 +46,9 @@ pub struct EngineStats {
     pub train_tokens: u64,
     pub eval_seconds: f64,
     pub eval_tokens: u64,
+    /// Seconds of each pass summed over the rows; rows run side by side,
+    /// so these add up to about `train_seconds` × the rows in flight.
+    pub passes: PassSeconds,
 }
 
 impl EngineStats {
@@ -175,11 +178,11 @@ impl LlamaEngine {
         &self,
         rows: &[Row],
         seed: u64,
-    ) -> Vec<Result<(TokenNll, AdapterGrads), ModelError>> {
+    ) -> Vec<Result<(TokenNll, AdapterGrads, PassSeconds), ModelError>> {
         let p = self.adapter.settings().dropout;
         let run = |index: usize| {
             let mut dropout = (p > 0.0).then(|| LoraDropout::new(p, row_seed(seed, index)));
-            loss_and_grads(
+            loss_and_grads_timed(
                 &self.model,
                 &self.adapter,
                 &rows[index].view(),
@@ -276,7 +279,8 @@ impl TrainingEngine for LlamaEngine {
         let rows = self.rows(batch)?;
         let mut loss = LossSum::default();
         for (row, result) in rows.iter().zip(self.rows_loss_and_grads(&rows, ctx.seed)) {
-            let (nll, grads) = result?;
+            let (nll, grads, seconds) = result?;
+            self.stats.passes.add(seconds);
             if nll.tokens > 0 {
                 self.accumulate(&grads, nll.tokens as f32)?;
             }

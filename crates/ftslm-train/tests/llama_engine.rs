@@ -75,6 +75,19 @@ fn gradients_are_those_of_the_summed_loss() {
     let loss = e.forward_backward(&batch, ctx(1)).unwrap();
     assert!(loss.target_tokens > 20, "{loss:?}");
     assert_eq!(loss.input_tokens as usize, batch.real_tokens());
+    // Every pass of each row is timed (the bench's phase breakdown), and the
+    // rows' passes fit in the call's wall time times the rows in flight.
+    let stats = e.stats();
+    let passes = [
+        stats.passes.forward,
+        stats.passes.loss_head,
+        stats.passes.backward,
+    ];
+    assert!(passes.iter().all(|&s| s > 0.0), "{stats:?}");
+    assert!(
+        passes.iter().sum::<f64>() <= stats.train_seconds * 2.0,
+        "{stats:?}"
+    );
 
     // Central differences of the summed eval loss at the largest gradient
     // entry of a few A and B matrices (a mean-loss gradient would be off by

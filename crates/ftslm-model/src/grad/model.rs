@@ -10,6 +10,8 @@
 //! accumulation, and weighting by tokens_mb / tokens_step instead gives its
 //! newer "mean over every token of the optimizer step".
 
+use std::time::Instant;
+
 use candle_core::{Device, Tensor};
 
 use crate::config::LlamaConfig;
@@ -68,6 +70,26 @@ enum Saved<'a> {
     },
 }
 
+/// Seconds one row spent in each pass of [`loss_and_grads_timed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PassSeconds {
+    /// Embedding and decoder layers.
+    pub forward: f64,
+    /// Final norm and the LM head's forward and backward, fused chunk by
+    /// chunk (the logits never exist for the whole row).
+    pub loss_head: f64,
+    /// Decoder layers in reverse, recomputation included.
+    pub backward: f64,
+}
+
+impl PassSeconds {
+    pub fn add(&mut self, other: PassSeconds) {
+        self.forward += other.forward;
+        self.loss_head += other.loss_head;
+        self.backward += other.backward;
+    }
+}
+
 /// The row's summed NLL over its targets, and the gradient of its mean NLL
 /// with respect to every LoRA matrix of `adapter`.
 ///
@@ -80,9 +102,20 @@ pub fn loss_and_grads(
     model: &LlamaModel,
     adapter: &LoraAdapter,
     row: &TrainingRow,
-    mut dropout: Option<&mut LoraDropout>,
+    dropout: Option<&mut LoraDropout>,
     options: &GradOptions,
 ) -> Result<(TokenNll, AdapterGrads)> {
+    loss_and_grads_timed(model, adapter, row, dropout, options).map(|(nll, grads, _)| (nll, grads))
+}
+
+/// [`loss_and_grads`], and the seconds it spent in each pass.
+pub fn loss_and_grads_timed(
+    model: &LlamaModel,
+    adapter: &LoraAdapter,
+    row: &TrainingRow,
+    mut dropout: Option<&mut LoraDropout>,
+    options: &GradOptions,
+) -> Result<(TokenNll, AdapterGrads, PassSeconds)> {
     let segments = model.check_row(row.input_ids, row.positions, row.segments)?;
     adapter.check_fits(model.config())?;
     let tokens = row.input_ids.len();
@@ -103,8 +136,11 @@ pub fn loss_and_grads(
         ));
     }
     if !row.target_mask.contains(&true) {
-        return Ok((TokenNll::default(), AdapterGrads::zeros_like(adapter)?));
+        let zeros = AdapterGrads::zeros_like(adapter)?;
+        return Ok((TokenNll::default(), zeros, PassSeconds::default()));
     }
+    let mut seconds = PassSeconds::default();
+    let started = Instant::now();
 
     let config = model.config();
     let device = model.device();
@@ -139,7 +175,10 @@ pub fn loss_and_grads(
         h = out;
     }
 
+    seconds.forward = started.elapsed().as_secs_f64();
+
     // Loss head: final norm, then the LM head chunk by chunk.
+    let started = Instant::now();
     let normed = model.final_norm().forward(&h)?;
     let (nll, d_normed) = chunked_cross_entropy(
         &normed,
@@ -149,6 +188,8 @@ pub fn loss_and_grads(
         options.chunk_tokens,
     )?;
     let mut dh = rms_norm_backward(model.final_norm(), &h, &d_normed)?;
+    seconds.loss_head = started.elapsed().as_secs_f64();
+    let started = Instant::now();
 
     // Backward, last layer first; the first layer's input gradient would only
     // reach the frozen embeddings, so it is not computed.
@@ -175,7 +216,8 @@ pub fn loss_and_grads(
             dh = dx;
         }
     }
-    Ok((nll, AdapterGrads::from_layers(grads)))
+    seconds.backward = started.elapsed().as_secs_f64();
+    Ok((nll, AdapterGrads::from_layers(grads), seconds))
 }
 
 /// Layer `index` of the adapter with its dropout masks, drawn as
