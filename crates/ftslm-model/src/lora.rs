@@ -4,7 +4,7 @@
 //! is in `adapter_io`.
 
 use candle_core::{Device, Tensor};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 
@@ -318,14 +318,14 @@ impl LoraDropout {
         let keep_value = 1.0 / (1.0 - self.p);
         let count: usize = dims.iter().product();
         let threshold = drop_threshold(self.p);
-        let values: Vec<f32> = (0..count)
-            .map(|_| {
-                if self.rng.next_u32() >> 8 < threshold {
-                    0.0
-                } else {
-                    keep_value
-                }
-            })
+        // The stream in blocks, as successive next_u32 calls would give it
+        // (a call per value was most of the mask's cost), then one pass that
+        // vectorises.
+        let mut words = vec![0u32; count];
+        self.rng.fill(&mut words[..]);
+        let values: Vec<f32> = words
+            .iter()
+            .map(|&w| if w >> 8 < threshold { 0.0 } else { keep_value })
             .collect();
         Ok(Some(Tensor::from_vec(values, dims, device)?))
     }
@@ -384,6 +384,8 @@ impl<'a> LayerLora<'a> {
 
 #[cfg(test)]
 mod tests {
+    use rand::RngCore;
+
     use super::*;
 
     /// The integer threshold drops exactly the values the float comparison
@@ -392,14 +394,22 @@ mod tests {
     fn dropout_masks_are_those_of_the_float_comparison() {
         for p in [0.1f32, 0.05, 0.5, 0.3333] {
             let mut dropout = LoraDropout::new(f64::from(p), 7);
-            let mask = dropout.mask(&[64, 97], &Device::Cpu).unwrap().unwrap();
-            let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let want: Vec<bool> = (0..mask.len()).map(|_| rng.random::<f32>() < p).collect();
-            let dropped: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
-            assert_eq!(dropped, want, "p = {p}");
-            assert!(want.contains(&true) && want.contains(&false));
+            // Two masks of odd sizes: the second continues the stream where
+            // the first left it.
+            for dims in [[64, 97], [3, 5]] {
+                let mask = dropout.mask(&dims, &Device::Cpu).unwrap().unwrap();
+                let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let want: Vec<bool> = (0..mask.len()).map(|_| rng.random::<f32>() < p).collect();
+                let dropped: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
+                assert_eq!(dropped, want, "p = {p}, {dims:?}");
+            }
+            assert_eq!(dropout.rng.next_u32(), rng.next_u32(), "p = {p}");
         }
+        let mut dropout = LoraDropout::new(0.5, 7);
+        let mask = dropout.mask(&[64, 97], &Device::Cpu).unwrap().unwrap();
+        let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(mask.contains(&0.0) && mask.contains(&2.0));
         // At the edge: a 24-bit value equal to p·2²⁴ is not below p.
         assert_eq!(drop_threshold(0.5), 1 << 23);
     }
