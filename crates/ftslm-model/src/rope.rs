@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor, D};
 
 use crate::config::{RopeConfig, RopeScaling};
 use crate::error::Result;
+use crate::kernel::{wide_fn, with_cpu_f32};
 
 /// The `head_dim / 2` angular frequencies θ_i, in f32 as transformers keeps them.
 ///
@@ -101,6 +102,9 @@ impl RopeTables {
     /// Rotates x [tokens, heads, head_dim]: x·cos + rotate_half(x)·sin,
     /// where rotate_half(x1, x2) = (−x2, x1).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.rotate_f32(x, Turn::Forward)? {
+            return Ok(y);
+        }
         let head_dim = x.dim(D::Minus1)?;
         let half = head_dim / 2;
         let cos = self.cos.unsqueeze(1)?; // [tokens, 1, head_dim]
@@ -109,5 +113,127 @@ impl RopeTables {
         let x2 = x.narrow(D::Minus1, half, half)?;
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
         Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+    }
+}
+
+/// Which way [`RopeTables::rotate_f32`] turns each pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// By +θ: y = x ⊙ cos + R(x) ⊙ sin, R(x1, x2) = (−x2, x1).
+    Forward,
+    /// By −θ, the forward's transpose (its gradient): dx = dy ⊙ cos + Rᵀ(dy ⊙ sin).
+    Back,
+}
+
+impl RopeTables {
+    /// x [tokens, heads, head_dim] turned in one pass over f32 CPU values;
+    /// None for other tensors or shapes, which take candle's ops.
+    pub(crate) fn rotate_f32(&self, x: &Tensor, turn: Turn) -> Result<Option<Tensor>> {
+        let Ok((tokens, _, head_dim)) = x.dims3() else {
+            return Ok(None);
+        };
+        if self.cos.dims() != [tokens, head_dim] || self.sin.dims() != [tokens, head_dim] {
+            return Ok(None);
+        }
+        if head_dim % 2 != 0 || head_dim == 0 {
+            return Ok(None);
+        }
+        let values = with_cpu_f32(x, |x| {
+            with_cpu_f32(&self.cos, |cos| {
+                with_cpu_f32(&self.sin, |sin| {
+                    rotate_heads(x, cos, sin, head_dim, turn == Turn::Back)
+                })
+            })
+        })
+        .flatten()
+        .flatten();
+        Ok(match values {
+            Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),
+            None => None,
+        })
+    }
+}
+
+wide_fn! {
+    /// Every head of every token of `x` turned by its token's row of `cos`
+    /// and `sin` (`head_dim` wide), forward or back. The products and the
+    /// sum are candle's in the same order, so the values are the same.
+    fn rotate_heads(x: &[f32], cos: &[f32], sin: &[f32], head_dim: usize, back: bool) -> Vec<f32> {
+        let half = head_dim / 2;
+        let per_token = x.len() / (cos.len() / head_dim).max(1);
+        let mut y = vec![0f32; x.len()];
+        let tokens = y.chunks_exact_mut(per_token).zip(x.chunks_exact(per_token));
+        for ((y, x), (cos, sin)) in tokens.zip(cos.chunks_exact(head_dim).zip(sin.chunks_exact(head_dim))) {
+            let ((c1, c2), (s1, s2)) = (cos.split_at(half), sin.split_at(half));
+            for (y, x) in y.chunks_exact_mut(head_dim).zip(x.chunks_exact(head_dim)) {
+                let ((y1, y2), (x1, x2)) = (y.split_at_mut(half), x.split_at(half));
+                let pairs = y1.iter_mut().zip(y2.iter_mut()).zip(x1.iter().zip(x2));
+                let tables = c1.iter().zip(c2).zip(s1.iter().zip(s2));
+                for (((y1, y2), (&x1, &x2)), ((&c1, &c2), (&s1, &s2))) in pairs.zip(tables) {
+                    if back {
+                        *y1 = x1 * c1 + x2 * s2;
+                        *y2 = x2 * c2 - x1 * s1;
+                    } else {
+                        *y1 = x1 * c1 - x2 * s1;
+                        *y2 = x2 * c2 + x1 * s2;
+                    }
+                }
+            }
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::DType;
+
+    use super::*;
+    use crate::config::RopeConfig;
+    use crate::grad::rope::rope_backward;
+
+    /// The one-pass turn against candle's ops (f64 takes them) both ways,
+    /// on positions that restart as in a packed row.
+    #[test]
+    fn f32_pass_is_candles_rotation_both_ways() {
+        let (heads, head_dim) = (3, 8);
+        let positions = [0u32, 1, 2, 0, 1, 5, 900];
+        let config = RopeConfig {
+            theta: 10_000.0,
+            scaling: crate::config::RopeScaling::None,
+        };
+        let rope = RotaryEmbedding::new(head_dim, &config);
+        let tables = rope.tables(&positions, &Device::Cpu).unwrap();
+        let len = positions.len() * heads * head_dim;
+        let x: Vec<f32> = (0..len)
+            .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
+            .collect();
+        let x = Tensor::from_vec(x, (positions.len(), heads, head_dim), &Device::Cpu).unwrap();
+        let f64_tables = RopeTables {
+            cos: tables.cos.to_dtype(DType::F64).unwrap(),
+            sin: tables.sin.to_dtype(DType::F64).unwrap(),
+        };
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let cases = [
+            (tables.apply(&x).unwrap(), f64_tables.apply(&x64).unwrap()),
+            (
+                rope_backward(&tables, &x).unwrap(),
+                rope_backward(&f64_tables, &x64).unwrap(),
+            ),
+        ];
+        for (ours, reference) in cases {
+            let diff = (ours.to_dtype(DType::F64).unwrap() - reference).unwrap();
+            let worst = diff.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert!(worst.to_scalar::<f64>().unwrap() < 1e-6);
+        }
+        // Back undoes forward: the rotation is orthogonal.
+        let round_trip = rope_backward(&tables, &tables.apply(&x).unwrap()).unwrap();
+        let diff = (round_trip - &x)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        assert!(diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-5);
     }
 }
