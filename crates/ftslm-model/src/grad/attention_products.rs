@@ -16,7 +16,9 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, sum, wide_fn};
+use crate::kernel::{
+    dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, sum, transpose, wide_fn,
+};
 
 /// Query positions per block. A block reads only the keys up to its last
 /// position, so of the scores above the causal diagonal only the corner
@@ -261,15 +263,6 @@ wide_fn! {
             for (g, &p) in ds_row.iter_mut().zip(p_row) {
                 *g = flush_subnormal(p * (*g - row_dot) * scale);
             }
-        }
-    }
-}
-
-/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, src_row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &value) in src_row.iter().enumerate() {
-            dst[c * rows + r] = value;
         }
     }
 }

@@ -11,6 +11,7 @@ use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::FrozenWeight;
+use crate::grad::lora_products;
 use crate::lora::{LoraAdapter, LoraWeights, Projection};
 
 /// The LoRA matrices, scale and dropout masks of one decoder layer, indexed
@@ -102,9 +103,14 @@ impl AdaptedLinear<'_> {
             Some(keep) => x.mul(keep)?,
             None => x.clone(),
         };
-        let down = x_kept.matmul(&lora.a.t()?)?; // [rows, r]
-        let up = down.matmul(&lora.b.t()?)?; // [rows, out]
-        let y = (y + up.affine(self.scale, 0.0)?)?;
+        let (y, down) = match lora_products::forward(&y, &x_kept, lora, self.scale)? {
+            Some(on_kernels) => on_kernels,
+            None => {
+                let down = x_kept.matmul(&lora.a.t()?)?; // [rows, r]
+                let up = down.matmul(&lora.b.t()?)?; // [rows, out]
+                ((y + up.affine(self.scale, 0.0)?)?, down)
+            }
+        };
         Ok((
             y,
             LinearCache {
@@ -137,23 +143,34 @@ impl AdaptedLinear<'_> {
                 )),
             };
         // y_lora = s·down·Bᵀ. The scale goes on the rank-r tensors, the smallest.
-        let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
-        let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
-                                                                   // down = x_kept·Aᵀ
-        let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
-        let dx = match dx_base {
-            Some(dx_base) => {
-                let d_kept = d_down.matmul(&lora.a)?; // [rows, in]
-                                                      // The mask is constant, so the gradient is masked the same way.
+        let want_dx = dx_base.is_some();
+        let on_kernels =
+            lora_products::backward(dy, &saved.x_kept, &saved.down, lora, self.scale, want_dx)?;
+        let (d_kept, grads) = match on_kernels {
+            Some(on_kernels) => on_kernels,
+            None => {
+                let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
+                let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
+                let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
+                let d_kept = if want_dx {
+                    Some(d_down.matmul(&lora.a)?) // [rows, in]
+                } else {
+                    None
+                };
+                (d_kept, LoraWeights { a: da, b: db })
+            }
+        };
+        let dx = match (dx_base, d_kept) {
+            (Some(dx_base), Some(d_kept)) => {
                 let d_kept = match self.keep {
                     Some(keep) => d_kept.mul(keep)?,
                     None => d_kept,
                 };
                 Some((dx_base + d_kept)?)
             }
-            None => None,
+            (dx_base, _) => dx_base,
         };
-        Ok((dx, Some(LoraWeights { a: da, b: db })))
+        Ok((dx, Some(grads)))
     }
 }
 

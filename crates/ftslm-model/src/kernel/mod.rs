@@ -56,6 +56,32 @@ pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R
     }
 }
 
+/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    for (r, src_row) in src.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &value) in src_row.iter().enumerate() {
+            dst[c * rows + r] = value;
+        }
+    }
+}
+
+/// [`with_cpu_f32`] for several tensors at once.
+pub fn with_cpu_f32s<const N: usize, R>(
+    tensors: [&Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> Option<R> {
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut values: [&[f32]; N] = [&[]; N];
+    for (slot, (storage, layout)) in values.iter_mut().zip(&guards) {
+        let (start, end) = layout.contiguous_offsets()?;
+        let Storage::Cpu(cpu) = &**storage else {
+            return None;
+        };
+        *slot = &cpu.as_slice::<f32>().ok()?[start..end];
+    }
+    Some(f(values))
+}
+
 /// `y[rows, out] = x[rows, in] · Wᵀ` for a dense row-major `W [out, in]`.
 /// Returns false, touching nothing, where this CPU has no fast kernel.
 pub fn dense_matmul_t(w: &[f32], shape: [usize; 2], x: &[f32], rows: usize, y: &mut [f32]) -> bool {

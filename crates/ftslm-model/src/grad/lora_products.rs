@@ -1,0 +1,212 @@
+//! The LoRA products of one adapted projection on `crate::kernel`'s
+//! products, on the calling thread, for f32 CPU tensors (others take
+//! candle's matmul in `grad::linear`). candle handed these small products to
+//! its thread pool, so a row's thread waited on another thread for each one
+//! while that pool competed with the rows for the cores. The math:
+//!
+//!   down = x̃·Aᵀ [rows, r], y = base + s·down·Bᵀ
+//!   d_down = s·dy·B, dB = (s·down)ᵀ·dy transposed, dA = d_downᵀ·x̃, dx̃ = d_down·A
+//!
+//! with x̃ the projection's input after dropout and s the adapter's scale.
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+use crate::kernel::{dense_matmul, transpose, with_cpu_f32s};
+use crate::lora::LoraWeights;
+
+/// (y, down) for the frozen projection's output `base` [rows, out] and
+/// x̃ [rows, in]; None where the kernels or the tensors do not fit.
+pub(crate) fn forward(
+    base: &Tensor,
+    x_kept: &Tensor,
+    lora: &LoraWeights,
+    scale: f64,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let Some([rows, in_f, out_f, r]) = shapes(x_kept, lora) else {
+        return Ok(None);
+    };
+    if base.dims() != [rows, out_f] {
+        return Ok(None);
+    }
+    let s = scale as f32;
+    let values = with_cpu_f32s([base, x_kept, &lora.a, &lora.b], |[base, x, a, b]| {
+        // Aᵀ and Bᵀ are small; as the right operand they let the kernel read
+        // x̃ and down in place instead of packing x̃ for a product of rank r.
+        let (mut a_t, mut b_t) = (vec![0f32; in_f * r], vec![0f32; r * out_f]);
+        transpose(a, r, in_f, &mut a_t);
+        transpose(b, out_f, r, &mut b_t);
+        let mut down = vec![0f32; rows * r];
+        let mut y = vec![0f32; rows * out_f];
+        if !dense_matmul(&a_t, [in_f, r], x, rows, &mut down)
+            || !dense_matmul(&b_t, [r, out_f], &down, rows, &mut y)
+        {
+            return None;
+        }
+        // As candle's `base + up.affine(s, 0)`: the same roundings.
+        for (y, &base) in y.iter_mut().zip(base) {
+            *y = base + *y * s;
+        }
+        Some((y, down))
+    })
+    .flatten();
+    let Some((y, down)) = values else {
+        return Ok(None);
+    };
+    Ok(Some((
+        Tensor::from_vec(y, (rows, out_f), &Device::Cpu)?,
+        Tensor::from_vec(down, (rows, r), &Device::Cpu)?,
+    )))
+}
+
+/// (dx̃ when `want_dx`, the gradients of A and B) from dy [rows, out] and
+/// the forward's x̃ and down; None where the kernels or the tensors do not fit.
+pub(crate) fn backward(
+    dy: &Tensor,
+    x_kept: &Tensor,
+    down: &Tensor,
+    lora: &LoraWeights,
+    scale: f64,
+    want_dx: bool,
+) -> Result<Option<(Option<Tensor>, LoraWeights)>> {
+    let Some([rows, in_f, out_f, r]) = shapes(x_kept, lora) else {
+        return Ok(None);
+    };
+    if dy.dims() != [rows, out_f] || down.dims() != [rows, r] {
+        return Ok(None);
+    }
+    let s = scale as f32;
+    let values = with_cpu_f32s(
+        [dy, x_kept, down, &lora.a, &lora.b],
+        |[dy, x, down, a, b]| {
+            // d_down = s·dy·B [rows, r]
+            let mut d_down = vec![0f32; rows * r];
+            if !dense_matmul(b, [out_f, r], dy, rows, &mut d_down) {
+                return None;
+            }
+            d_down.iter_mut().for_each(|v| *v *= s);
+            // dBᵀ = (s·down)ᵀ·dy [r, out]
+            let mut scaled_down_t = vec![0f32; r * rows];
+            transpose(down, rows, r, &mut scaled_down_t);
+            scaled_down_t.iter_mut().for_each(|v| *v *= s);
+            let mut db_t = vec![0f32; r * out_f];
+            if !dense_matmul(dy, [rows, out_f], &scaled_down_t, r, &mut db_t) {
+                return None;
+            }
+            let mut db = vec![0f32; out_f * r];
+            transpose(&db_t, r, out_f, &mut db);
+            // dA = d_downᵀ·x̃ [r, in]
+            let mut d_down_t = vec![0f32; r * rows];
+            transpose(&d_down, rows, r, &mut d_down_t);
+            let mut da = vec![0f32; r * in_f];
+            if !dense_matmul(x, [rows, in_f], &d_down_t, r, &mut da) {
+                return None;
+            }
+            // dx̃ = d_down·A [rows, in]
+            let dx = if want_dx {
+                let mut dx = vec![0f32; rows * in_f];
+                if !dense_matmul(a, [r, in_f], &d_down, rows, &mut dx) {
+                    return None;
+                }
+                Some(dx)
+            } else {
+                None
+            };
+            Some((dx, da, db))
+        },
+    )
+    .flatten();
+    let Some((dx, da, db)) = values else {
+        return Ok(None);
+    };
+    let dx = match dx {
+        Some(dx) => Some(Tensor::from_vec(dx, (rows, in_f), &Device::Cpu)?),
+        None => None,
+    };
+    Ok(Some((
+        dx,
+        LoraWeights {
+            a: Tensor::from_vec(da, (r, in_f), &Device::Cpu)?,
+            b: Tensor::from_vec(db, (out_f, r), &Device::Cpu)?,
+        },
+    )))
+}
+
+/// [rows, in, out, r] where x̃ [rows, in], A [r, in] and B [out, r] agree.
+fn shapes(x_kept: &Tensor, lora: &LoraWeights) -> Option<[usize; 4]> {
+    let (Ok((rows, in_f)), Ok((r, a_in)), Ok((out_f, b_r))) =
+        (x_kept.dims2(), lora.a.dims2(), lora.b.dims2())
+    else {
+        return None;
+    };
+    (a_in == in_f && b_r == r).then_some([rows, in_f, out_f, r])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::max_diff;
+
+    fn random(shape: (usize, usize), seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let values: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Against candle's matmuls (the other path), on sizes that leave
+    /// partial kernel tiles in every product.
+    #[test]
+    fn kernel_products_match_candle_matmuls() {
+        let (rows, in_f, out_f, r) = (37, 70, 45, 5);
+        let scale = 1.7;
+        let lora = LoraWeights {
+            a: random((r, in_f), 1),
+            b: random((out_f, r), 2),
+        };
+        let (base, x, dy) = (
+            random((rows, out_f), 3),
+            random((rows, in_f), 4),
+            random((rows, out_f), 5),
+        );
+        let Some((y, down)) = forward(&base, &x, &lora, scale).unwrap() else {
+            eprintln!("no fast kernels on this CPU");
+            return;
+        };
+        let want_down = x.matmul(&lora.a.t().unwrap()).unwrap();
+        let want_y = (&base
+            + want_down
+                .matmul(&lora.b.t().unwrap())
+                .unwrap()
+                .affine(scale, 0.0)
+                .unwrap())
+        .unwrap();
+        assert!(max_diff(&down, &want_down) < 1e-5);
+        assert!(max_diff(&y, &want_y) < 1e-5);
+
+        let (dx, grads) = backward(&dy, &x, &down, &lora, scale, true)
+            .unwrap()
+            .unwrap();
+        let d_down = dy.matmul(&lora.b).unwrap().affine(scale, 0.0).unwrap();
+        let want_db = dy
+            .t()
+            .unwrap()
+            .matmul(&down.affine(scale, 0.0).unwrap())
+            .unwrap();
+        let want_da = d_down.t().unwrap().matmul(&x).unwrap();
+        let want_dx = d_down.matmul(&lora.a).unwrap();
+        assert!(max_diff(&grads.b, &want_db) < 1e-4);
+        assert!(max_diff(&grads.a, &want_da) < 1e-4);
+        assert!(max_diff(&dx.unwrap(), &want_dx) < 1e-5);
+        let (no_dx, _) = backward(&dy, &x, &down, &lora, scale, false)
+            .unwrap()
+            .unwrap();
+        assert!(no_dx.is_none());
+    }
+}
