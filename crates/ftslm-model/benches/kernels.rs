@@ -12,7 +12,7 @@
 //!   SmolLM2 checkpoint (`../shared/models`), forward and backward, without
 //!   an adapter. Their FLOPs count the products only, attention's score and
 //!   context products over the full causal square as is usual; the engine
-//!   computes only the query blocks' corner of it (about 60% of the square
+//!   computes only the query blocks' corner of it (about 57% of the square
 //!   at 222 tokens, 56% at 256), so attention's figure is an effective rate.
 //!
 //! Run: `cargo bench -p ftslm-model --bench kernels` (RAYON_NUM_THREADS sets

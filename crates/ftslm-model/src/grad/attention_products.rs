@@ -22,9 +22,9 @@ use crate::kernel::{
 
 /// Query positions per block. A block reads only the keys up to its last
 /// position, so of the scores above the causal diagonal only the corner
-/// inside each block is computed: on a 222-token example 60% of the full
+/// inside each block is computed: on a 222-token example 57% of the full
 /// square instead of all of it, with blocks still deep enough for the kernel.
-const QUERY_BLOCK: usize = 48;
+const QUERY_BLOCK: usize = 32;
 
 /// q [kv, g·n, d], k and v [kv, n, d] → C [kv, g·n, d]. P is not kept:
 /// the backward recomputes it from q and k (one more small product per head
@@ -290,7 +290,7 @@ mod tests {
 
     /// The kernel products against candle's ops (what runs elsewhere) on a
     /// segment whose length leaves partial panels and a short last query
-    /// block (101 = 2 × 48 + 5): 3 kv heads, 2 query heads each.
+    /// block (101 = 3 × 32 + 5): 3 kv heads, 2 query heads each.
     #[test]
     fn kernel_products_match_candle_ops() {
         let (kv, group, n, d) = (3, 2, 101, 64);
