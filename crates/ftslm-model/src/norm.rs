@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
-use crate::kernel::{dot, wide_fn, with_cpu_f32};
+use crate::kernel::{dot, wide_fn, with_cpu_f32s};
 
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -32,12 +32,9 @@ impl RmsNorm {
     fn forward_f32(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let hidden = x.dim(D::Minus1)?;
         let eps = self.eps as f32;
-        let values = with_cpu_f32(x, |x| {
-            with_cpu_f32(&self.weight, |w| {
-                (w.len() == hidden && hidden > 0).then(|| rms_norm_rows(x, w, eps))
-            })
+        let values = with_cpu_f32s([x, &self.weight], |[x, w]| {
+            (w.len() == hidden && hidden > 0).then(|| rms_norm_rows(x, w, eps))
         })
-        .flatten()
         .flatten();
         Ok(match values {
             Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),

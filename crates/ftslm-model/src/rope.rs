@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor, D};
 
 use crate::config::{RopeConfig, RopeScaling};
 use crate::error::Result;
-use crate::kernel::{wide_fn, with_cpu_f32};
+use crate::kernel::{wide_fn, with_cpu_f32s};
 
 /// The `head_dim / 2` angular frequencies θ_i, in f32 as transformers keeps them.
 ///
@@ -135,18 +135,12 @@ impl RopeTables {
         if self.cos.dims() != [tokens, head_dim] || self.sin.dims() != [tokens, head_dim] {
             return Ok(None);
         }
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if tokens == 0 || head_dim == 0 || head_dim % 2 != 0 {
             return Ok(None);
         }
-        let values = with_cpu_f32(x, |x| {
-            with_cpu_f32(&self.cos, |cos| {
-                with_cpu_f32(&self.sin, |sin| {
-                    rotate_heads(x, cos, sin, head_dim, turn == Turn::Back)
-                })
-            })
-        })
-        .flatten()
-        .flatten();
+        let values = with_cpu_f32s([x, &self.cos, &self.sin], |[x, cos, sin]| {
+            rotate_heads(x, cos, sin, head_dim, turn == Turn::Back)
+        });
         Ok(match values {
             Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),
             None => None,

@@ -11,12 +11,12 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{exp, wide_fn, with_cpu_f32};
+use crate::kernel::{exp, wide_fn, with_cpu_f32s};
 
 /// silu(gate) ⊙ up, shaped as `gate`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     same_shape(gate, up, "up")?;
-    let fast = with_cpu_f32(gate, |g| with_cpu_f32(up, |u| swiglu_values(g, u))).flatten();
+    let fast = with_cpu_f32s([gate, up], |[g, u]| swiglu_values(g, u));
     match fast {
         Some(values) => Ok(Tensor::from_vec(values, gate.shape(), &Device::Cpu)?),
         None => Ok((gate.silu()? * up)?),
@@ -31,11 +31,9 @@ pub fn swiglu_backward(
 ) -> Result<(Tensor, Tensor)> {
     same_shape(gate, up, "up")?;
     same_shape(gate, d_activated, "the activation's gradient")?;
-    let fast = with_cpu_f32(d_activated, |da| {
-        with_cpu_f32(gate, |g| with_cpu_f32(up, |u| swiglu_gradients(da, g, u)))
-    })
-    .flatten()
-    .flatten();
+    let fast = with_cpu_f32s([d_activated, gate, up], |[da, g, u]| {
+        swiglu_gradients(da, g, u)
+    });
     if let Some((d_gate, d_up)) = fast {
         return Ok((
             Tensor::from_vec(d_gate, gate.shape(), &Device::Cpu)?,

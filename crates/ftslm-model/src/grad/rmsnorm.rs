@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
-use crate::kernel::{dot, wide_fn, with_cpu_f32};
+use crate::kernel::{dot, wide_fn, with_cpu_f32s};
 use crate::norm::RmsNorm;
 
 /// x [tokens, hidden], dy [tokens, hidden] → dx [tokens, hidden].
@@ -31,15 +31,9 @@ fn backward_f32(norm: &RmsNorm, x: &Tensor, dy: &Tensor) -> Result<Option<Tensor
         return Ok(None);
     }
     let eps = norm.eps as f32;
-    let values = with_cpu_f32(x, |x| {
-        with_cpu_f32(dy, |dy| {
-            with_cpu_f32(&norm.weight, |w| {
-                (w.len() == hidden).then(|| rms_norm_backward_rows(x, dy, w, eps))
-            })
-        })
+    let values = with_cpu_f32s([x, dy, &norm.weight], |[x, dy, w]| {
+        (w.len() == hidden).then(|| rms_norm_backward_rows(x, dy, w, eps))
     })
-    .flatten()
-    .flatten()
     .flatten();
     Ok(match values {
         Some(dx) => Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?),

@@ -2,7 +2,9 @@
 //! projections (dense or NF4) and the LM head. On CPUs with AVX-512 they run
 //! one register-blocked kernel (`avx512`); elsewhere callers fall back to
 //! candle's matmul (dense) or the portable NF4 loops. Threads split a
-//! product's output columns (`split`).
+//! product's output columns (`split`). The element-wise loops around the
+//! products (softmaxes, SwiGLU, norms, RoPE) get AVX-512 copies through
+//! `wide_fn!` and share the vectorisable `exp`, `dot`, `sum` and `max`.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
