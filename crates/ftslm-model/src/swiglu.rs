@@ -92,28 +92,14 @@ mod tests {
     use candle_core::DType;
 
     use super::*;
-    use crate::test_support::max_diff;
-
-    fn values(seed: u64, len: usize, spread: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
-            })
-            .collect()
-    }
+    use crate::test_support::{max_diff, random_tensor};
 
     /// The f32 pass against the same math in f64 through candle's ops, over
     /// gates wide enough to reach both saturated ends of σ.
     #[test]
     fn f32_pass_matches_candle_ops_in_f64() {
         let shape = (7, 53);
-        let tensor = |seed, spread| {
-            Tensor::from_vec(values(seed, 7 * 53, spread), shape, &Device::Cpu).unwrap()
-        };
+        let tensor = |seed, spread: f64| random_tensor(shape, seed).affine(spread, 0.0).unwrap();
         let (gate, up, da) = (tensor(1, 100.0), tensor(2, 3.0), tensor(3, 2.0));
         let f64_of = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
         let f32_of = |t: Tensor| t.to_dtype(DType::F32).unwrap();

@@ -145,20 +145,7 @@ fn shapes(x_kept: &Tensor, lora: &LoraWeights) -> Option<[usize; 4]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::max_diff;
-
-    fn random(shape: (usize, usize), seed: u64) -> Tensor {
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let values: Vec<f32> = (0..shape.0 * shape.1)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
+    use crate::test_support::{max_diff, random_tensor as random};
 
     /// Against candle's matmuls (the other path), on sizes that leave
     /// partial kernel tiles in every product.
