@@ -11,6 +11,7 @@ use crate::attention::{Attention, LayerKv};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenFormat, FrozenWeight};
+use crate::kernel;
 use crate::loader::{SafetensorsCheckpoint, WeightSource};
 use crate::lora::{LayerLora, LoraAdapter, LoraDropout, Projection};
 use crate::mlp::Mlp;
@@ -34,6 +35,10 @@ pub struct LlamaModel {
     norm: RmsNorm,
     /// [vocab, hidden]; the same tensor as `embed_tokens` when tied.
     lm_head: Tensor,
+    /// The LM head in 16-bit integers for `High` precision products, made
+    /// at its first use there (None where its shape is not whole tiles).
+    #[cfg(target_arch = "x86_64")]
+    quantised_lm_head: std::sync::OnceLock<Option<kernel::QuantisedMatrix>>,
     rope: RotaryEmbedding,
     device: Device,
 }
@@ -89,6 +94,8 @@ impl LlamaModel {
             layers,
             norm,
             lm_head,
+            #[cfg(target_arch = "x86_64")]
+            quantised_lm_head: std::sync::OnceLock::new(),
             rope,
             device: device.clone(),
         })
@@ -117,6 +124,25 @@ impl LlamaModel {
     /// [vocab, hidden]
     pub fn lm_head(&self) -> &Tensor {
         &self.lm_head
+    }
+
+    /// The LM head for the 16-bit integer products, where products run at
+    /// `High` precision on a CPU that has them and the head is f32 in CPU
+    /// memory in whole 64 × 64 tiles; quantised once, at the first call.
+    #[cfg(target_arch = "x86_64")]
+    pub fn quantised_lm_head(&self) -> Option<&kernel::QuantisedMatrix> {
+        if !kernel::integer_products() {
+            return None;
+        }
+        self.quantised_lm_head
+            .get_or_init(|| {
+                let shape = [self.lm_head.dim(0).ok()?, self.lm_head.dim(1).ok()?];
+                kernel::with_cpu_f32(&self.lm_head, |w| {
+                    kernel::QuantisedMatrix::quantise(w, shape)
+                })
+                .flatten()
+            })
+            .as_ref()
     }
 
     pub fn rotary_embedding(&self) -> &RotaryEmbedding {

@@ -23,6 +23,8 @@
 mod avx512;
 mod codebook;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use codebook::{dynamic_code_map, BnbBackend, NF4_CODE};
 

@@ -2,6 +2,7 @@
 //! 128×256 bf16 matrix quantized with and without double quantization), and
 //! the fused products against a dequantize-then-multiply reference.
 
+use ftslm_model::kernel::{integer_products_available, with_matmul_precision, MatmulPrecision};
 use ftslm_model::nf4::{dynamic_code_map, Absmax, BnbBackend, Nf4Error, Nf4Tensor, NF4_CODE};
 use half::bf16;
 use serde_json::Value;
@@ -277,12 +278,81 @@ fn check_products(shape: [usize; 2], rows: usize, double_quant: bool, seed: u64)
 
 #[test]
 fn fused_products_match_dequantize_then_multiply() {
-    check_products([128, 256], 5, true, 1);
-    // Blocks spanning rows, a partial last block and an odd value count.
-    check_products([33, 71], 3, false, 2);
-    // Large enough (64·320·256 multiply-adds) to take the threaded path.
-    check_products([320, 256], 64, true, 3);
-    check_products([256, 320], 64, false, 4);
+    with_matmul_precision(MatmulPrecision::Highest, || {
+        check_products([128, 256], 5, true, 1);
+        // Blocks spanning rows, a partial last block and an odd value count.
+        check_products([33, 71], 3, false, 2);
+        // Large enough (64·320·256 multiply-adds) to take the threaded path.
+        check_products([320, 256], 64, true, 3);
+        check_products([256, 320], 64, false, 4);
+    });
+}
+
+/// At `High` precision (the default) the products may run in 16-bit
+/// integers: each value within half a step of 2⁻¹² of its block's largest,
+/// so each sum within that of Σ_k |x_k|·max|w| + |w_k|·max|x|. Shapes large
+/// enough for the threaded path; the `Highest` products are the reference.
+#[test]
+fn high_precision_products_stay_within_their_quantisation_steps() {
+    for (shape, rows, seed) in [
+        ([320, 256], 64, 5),
+        ([256, 320], 64, 6),
+        ([192, 576], 200, 7),
+    ] {
+        let [out_features, in_features] = shape;
+        let mut rng = Rng(seed);
+        let tensor =
+            Nf4Tensor::quantize(&rng.vec(out_features * in_features, 0.05), shape, true).unwrap();
+        let w = tensor.dequantize();
+        let x = rng.vec(rows * in_features, 2.0);
+        let dy = rng.vec(rows * out_features, 0.01);
+        let largest = |v: &[f32]| v.iter().fold(0.0f64, |m, a| m.max(f64::from(a.abs())));
+        let (max_w, max_x, max_dy) = (largest(&w), largest(&x), largest(&dy));
+        let run = |precision| {
+            with_matmul_precision(precision, || {
+                let mut y = vec![0.0; rows * out_features];
+                tensor.matmul_t(&x, rows, &mut y).unwrap();
+                let mut dx = vec![0.0; rows * in_features];
+                tensor.matmul(&dy, rows, &mut dx).unwrap();
+                (y, dx)
+            })
+        };
+        let (y, dx) = run(MatmulPrecision::High);
+        let (y_ref, dx_ref) = run(MatmulPrecision::Highest);
+        let step = 0.6 / 4096.0;
+        for t in 0..rows {
+            for o in 0..out_features {
+                let bound: f64 = (0..in_features)
+                    .map(|k| {
+                        f64::from(x[t * in_features + k].abs()) * max_w
+                            + f64::from(w[o * in_features + k].abs()) * max_x
+                    })
+                    .sum();
+                let (got, want) = (y[t * out_features + o], y_ref[t * out_features + o]);
+                assert!(
+                    f64::from((got - want).abs()) <= step * bound * 1.01 + 1e-6,
+                    "forward {shape:?} [{t}, {o}]: {got} vs {want}"
+                );
+            }
+            for i in 0..in_features {
+                let bound: f64 = (0..out_features)
+                    .map(|o| {
+                        f64::from(dy[t * out_features + o].abs()) * max_w
+                            + f64::from(w[o * in_features + i].abs()) * max_dy
+                    })
+                    .sum();
+                let (got, want) = (dx[t * in_features + i], dx_ref[t * in_features + i]);
+                assert!(
+                    f64::from((got - want).abs()) <= step * bound * 1.01 + 1e-9,
+                    "input gradient {shape:?} [{t}, {i}]: {got} vs {want}"
+                );
+            }
+        }
+        // The integer path ran: its results are not the f32 ones bit for bit.
+        if integer_products_available() {
+            assert_ne!(bits(&y), bits(&y_ref), "{shape:?}: no integer product ran");
+        }
+    }
 }
 
 #[test]

@@ -201,12 +201,15 @@ impl LlamaEngine {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&index| std::cmp::Reverse(rows[index].input_ids.len()));
         let next = AtomicUsize::new(0);
+        let precision = kernel::matmul_precision();
         let slots: Vec<Mutex<Option<_>>> = rows.iter().map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let result = kernel::on_this_thread_only(|| run(index));
+                        let result = kernel::with_matmul_precision(precision, || {
+                            kernel::on_this_thread_only(|| run(index))
+                        });
                         if let Ok(mut slot) = slots[index].lock() {
                             *slot = Some(result);
                         }

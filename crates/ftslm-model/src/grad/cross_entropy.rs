@@ -9,9 +9,10 @@ use crate::error::{ModelError, Result};
 use crate::kernel;
 use crate::loss::TokenNll;
 
-/// Target positions per chunk by default: [256, vocab] f32 logits are 50 MB
-/// for SmolLM2's 49k vocabulary, 131 MB for Llama 3's 128k.
-pub const DEFAULT_CHUNK_TOKENS: usize = 256;
+/// Target positions per chunk by default: [128, vocab] f32 logits are 25 MB
+/// for SmolLM2's 49k vocabulary, 66 MB for Llama 3's 128k (256 was no
+/// faster and held twice that per row in flight).
+pub const DEFAULT_CHUNK_TOKENS: usize = 128;
 
 /// The row's summed NLL with its target count, and the gradient of the
 /// *mean* NLL (total / tokens) with respect to `hidden`.
@@ -27,6 +28,45 @@ pub fn chunked_cross_entropy(
     target_mask: &[bool],
     chunk_tokens: usize,
 ) -> Result<(TokenNll, Tensor)> {
+    chunked_cross_entropy_with(
+        hidden,
+        LmHead::F32(lm_head),
+        input_ids,
+        target_mask,
+        chunk_tokens,
+    )
+}
+
+/// The LM head's weight as the products read it.
+#[derive(Clone, Copy)]
+pub enum LmHead<'a> {
+    /// [vocab, hidden], any dtype and device.
+    F32(&'a Tensor),
+    /// The same weight and its 16-bit integer copy, used while products run
+    /// at `High` precision (`crate::kernel::MatmulPrecision`).
+    #[cfg(target_arch = "x86_64")]
+    Quantised(&'a Tensor, &'a kernel::QuantisedMatrix),
+}
+
+impl<'a> LmHead<'a> {
+    fn weight(self) -> &'a Tensor {
+        match self {
+            LmHead::F32(w) => w,
+            #[cfg(target_arch = "x86_64")]
+            LmHead::Quantised(w, _) => w,
+        }
+    }
+}
+
+/// [`chunked_cross_entropy`] with the head's integer copy where it has one.
+pub fn chunked_cross_entropy_with(
+    hidden: &Tensor,
+    head: LmHead<'_>,
+    input_ids: &[u32],
+    target_mask: &[bool],
+    chunk_tokens: usize,
+) -> Result<(TokenNll, Tensor)> {
+    let lm_head = head.weight();
     let rows = hidden.dim(0)?;
     let vocab = lm_head.dim(0)?;
     if input_ids.len() != rows || target_mask.len() != rows {
@@ -66,14 +106,9 @@ pub fn chunked_cross_entropy(
 
     let inv_count = 1.0 / predicting.len() as f64;
     let device = hidden.device();
-    if let Some((total, d_hidden)) = fused_cross_entropy(
-        hidden,
-        lm_head,
-        &predicting,
-        &targets,
-        chunk_tokens,
-        inv_count,
-    )? {
+    if let Some((total, d_hidden)) =
+        fused_cross_entropy(hidden, head, &predicting, &targets, chunk_tokens, inv_count)?
+    {
         return Ok((
             TokenNll {
                 total,
@@ -138,12 +173,13 @@ fn chunk_nll(h: &Tensor, lm_head: &Tensor, ids: &Tensor) -> Result<(f64, Tensor)
 /// head is not f32 in CPU memory or the CPU has no fast kernel.
 fn fused_cross_entropy(
     hidden: &Tensor,
-    lm_head: &Tensor,
+    head: LmHead<'_>,
     predicting: &[u32],
     targets: &[u32],
     chunk_tokens: usize,
     inv_count: f64,
 ) -> Result<Option<(f64, Tensor)>> {
+    let lm_head = head.weight();
     if !lm_head.device().is_cpu() || hidden.dtype() != DType::F32 {
         return Ok(None);
     }
@@ -165,13 +201,24 @@ fn fused_cross_entropy(
                 dst.copy_from_slice(&h[p * width..(p + 1) * width]);
             }
             let logits = &mut logits[..c * vocab];
-            if !kernel::dense_matmul_t(w, shape, &h_rows[..c * width], c, logits) {
-                return None;
-            }
-            total += softmax_minus_onehot_rows(logits, vocab, ids, inv_count as f32);
             let d_rows = &mut d_rows[..c * width];
-            if !kernel::dense_matmul(w, shape, logits, c, d_rows) {
-                return None;
+            let h_rows = &h_rows[..c * width];
+            match head {
+                #[cfg(target_arch = "x86_64")]
+                LmHead::Quantised(_, q) if kernel::integer_products() => {
+                    q.matmul_t(h_rows, c, logits);
+                    total += softmax_minus_onehot_rows(logits, vocab, ids, inv_count as f32);
+                    q.matmul(logits, c, d_rows);
+                }
+                _ => {
+                    if !kernel::dense_matmul_t(w, shape, h_rows, c, logits) {
+                        return None;
+                    }
+                    total += softmax_minus_onehot_rows(logits, vocab, ids, inv_count as f32);
+                    if !kernel::dense_matmul(w, shape, logits, c, d_rows) {
+                        return None;
+                    }
+                }
             }
             for (d, &p) in d_rows.chunks_exact(width).zip(rows_at) {
                 let p = p as usize;

@@ -21,7 +21,9 @@ pub mod model;
 pub mod rmsnorm;
 pub mod rope;
 
-pub use cross_entropy::{chunked_cross_entropy, DEFAULT_CHUNK_TOKENS};
+pub use cross_entropy::{
+    chunked_cross_entropy, chunked_cross_entropy_with, LmHead, DEFAULT_CHUNK_TOKENS,
+};
 pub use grads::AdapterGrads;
 pub use linear::{AdaptedLinear, LayerAdapter, LayerGrads};
 pub use model::{loss_and_grads, loss_and_grads_timed, GradOptions, PassSeconds, TrainingRow};

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::grad::cross_entropy::{chunked_cross_entropy, DEFAULT_CHUNK_TOKENS};
+use crate::grad::cross_entropy::{chunked_cross_entropy_with, LmHead, DEFAULT_CHUNK_TOKENS};
 use crate::grad::decoder::{layer_backward, layer_forward, LayerCache};
 use crate::grad::grads::AdapterGrads;
 use crate::grad::linear::{LayerAdapter, LayerGrads};
@@ -180,9 +180,16 @@ pub fn loss_and_grads_timed(
     // Loss head: final norm, then the LM head chunk by chunk.
     let started = Instant::now();
     let normed = model.final_norm().forward(&h)?;
-    let (nll, d_normed) = chunked_cross_entropy(
+    #[cfg(target_arch = "x86_64")]
+    let head = match model.quantised_lm_head() {
+        Some(q) => LmHead::Quantised(model.lm_head(), q),
+        None => LmHead::F32(model.lm_head()),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let head = LmHead::F32(model.lm_head());
+    let (nll, d_normed) = chunked_cross_entropy_with(
         &normed,
-        model.lm_head(),
+        head,
         row.input_ids,
         row.target_mask,
         options.chunk_tokens,

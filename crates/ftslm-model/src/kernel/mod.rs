@@ -10,6 +10,8 @@
 pub(crate) mod avx512;
 mod exp;
 mod split;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod vnni;
 mod wide;
 
 pub use exp::exp;
@@ -26,6 +28,77 @@ pub(crate) fn avx512_available() -> bool {
 }
 
 pub use split::{on_this_thread_only, threads};
+#[cfg(target_arch = "x86_64")]
+pub use vnni::QuantisedMatrix;
+
+/// How exactly the frozen weights' products are computed, as PyTorch's
+/// `torch.set_float32_matmul_precision`: `Highest` multiplies in f32;
+/// `High` lets CPUs with AVX-512 VNNI multiply 16-bit integers quantised in
+/// blocks of 64 (each value to 2⁻¹³ of its block's largest, finer than
+/// bf16's 2⁻⁹ of itself) at twice the f32 rate, accumulating exactly in
+/// i32 and then in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MatmulPrecision {
+    Highest,
+    #[default]
+    High,
+}
+
+static INTEGER_PRODUCTS_OFF: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// This thread's precision where [`with_matmul_precision`] set one.
+    static THREAD_PRECISION: std::cell::Cell<Option<MatmulPrecision>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Sets the precision of every product started afterwards, process-wide
+/// (a thread inside [`with_matmul_precision`] keeps its own).
+pub fn set_matmul_precision(precision: MatmulPrecision) {
+    INTEGER_PRODUCTS_OFF.store(
+        precision == MatmulPrecision::Highest,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Runs `f` with the products it starts on this thread at `precision`.
+pub fn with_matmul_precision<R>(precision: MatmulPrecision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<MatmulPrecision>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_PRECISION.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_PRECISION.with(|p| p.replace(Some(precision))));
+    f()
+}
+
+/// The precision products started on this thread run at now.
+pub fn matmul_precision() -> MatmulPrecision {
+    if let Some(precision) = THREAD_PRECISION.with(std::cell::Cell::get) {
+        return precision;
+    }
+    if INTEGER_PRODUCTS_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        MatmulPrecision::Highest
+    } else {
+        MatmulPrecision::High
+    }
+}
+
+/// Whether this CPU has the 16-bit integer kernels `High` precision uses.
+pub fn integer_products_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return vnni::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether products may use the 16-bit integer kernels now.
+#[inline]
+pub(crate) fn integer_products() -> bool {
+    matmul_precision() == MatmulPrecision::High && integer_products_available()
+}
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};
 
 use candle_core::{Storage, Tensor};

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
-use crate::kernel::avx512;
+use crate::kernel::{avx512, integer_products, vnni};
 use crate::kernel::{run_split, scatter_columns, split_range, worker_count};
 
 use super::{Nf4Error, Nf4Tensor, NF4_BLOCK_SIZE};
@@ -28,6 +28,21 @@ impl Nf4Tensor {
             return Ok(());
         }
         let threads = worker_count(rows, self.shape(), out_features);
+        #[cfg(target_arch = "x86_64")]
+        if integer_products() && self.fits_vnni() {
+            let xq = vnni::QuantisedPanels::pack(x, rows, in_features);
+            if threads == 1 {
+                self.matmul_t_vnni(&xq, 0..out_features, out);
+                return Ok(());
+            }
+            let parts = run_split(
+                split_range(out_features, threads, vnni::MR),
+                |columns, local| self.matmul_t_vnni(&xq, columns, local),
+                rows,
+            );
+            scatter_columns(&parts, rows, out, out_features);
+            return Ok(());
+        }
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             let xt = avx512::TokenPanels::pack(x, rows, self.in_features());
@@ -66,6 +81,21 @@ impl Nf4Tensor {
             return Ok(());
         }
         let threads = worker_count(rows, self.shape(), in_features.div_ceil(NF4_BLOCK_SIZE));
+        #[cfg(target_arch = "x86_64")]
+        if integer_products() && self.fits_vnni() {
+            let dyq = vnni::QuantisedRows::quantise(dy, rows, out_features);
+            if threads == 1 {
+                self.matmul_vnni(&dyq, rows, 0..in_features, dx);
+                return Ok(());
+            }
+            let parts = run_split(
+                split_range(in_features, threads, vnni::NR),
+                |columns, local| self.matmul_vnni(&dyq, rows, columns, local),
+                rows,
+            );
+            scatter_columns(&parts, rows, dx, in_features);
+            return Ok(());
+        }
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             if threads == 1 {
@@ -230,6 +260,105 @@ mod tests {
                 (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                 "{what}[{i}]: {a} vs {b}"
             );
+        }
+    }
+
+    /// `|got - Σ_k term| ≤ tolerance · Σ_k bound` elementwise, in f64.
+    fn assert_within(got: &[f32], want: &[f64], bound: &[f64], tolerance: f64, what: &str) {
+        for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+            assert!(
+                (f64::from(g) - w).abs() <= tolerance * b + 1e-12,
+                "{what}[{i}]: {g} vs {w} (bound {b})"
+            );
+        }
+    }
+
+    /// The 16-bit integer products against the exact sums on the dequantised
+    /// matrix: each product's error is at most half a step of each operand's
+    /// quantisation, a step being 2⁻¹² of the largest |value| (bounded here
+    /// by the largest of the whole operand). Shapes leave partial row groups,
+    /// token panels and strips, and strips narrower than NR.
+    #[test]
+    fn integer_products_stay_within_their_quantisation_steps() {
+        if !vnni::available() {
+            eprintln!("no AVX-512 VNNI on this CPU: the f32 products are the only ones");
+            return;
+        }
+        for (shape, rows) in [
+            ([64, 128], 13),
+            ([192, 576], 33),
+            ([128, 64], 1),
+            ([64, 320], 7),
+        ] {
+            let [out_features, in_features] = shape;
+            let w =
+                Nf4Tensor::quantize(&values(out_features * in_features, 1), shape, true).unwrap();
+            assert!(w.fits_vnni());
+            let dense = w.dequantize();
+            let max_w = dense.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+            let x: Vec<f32> = values(rows * in_features, 2)
+                .iter()
+                .map(|v| v * 3.0)
+                .collect();
+            let max_x = x.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+            let (mut want, mut bound) = (vec![], vec![]);
+            for t in 0..rows {
+                for o in 0..out_features {
+                    let (mut sum, mut b) = (0.0, 0.0);
+                    for k in 0..in_features {
+                        let (xv, wv) = (
+                            f64::from(x[t * in_features + k]),
+                            f64::from(dense[o * in_features + k]),
+                        );
+                        sum += xv * wv;
+                        b += xv.abs() * max_w + wv.abs() * max_x + max_x * max_w / 4096.0;
+                    }
+                    want.push(sum);
+                    bound.push(b);
+                }
+            }
+            let mut fast = vec![f32::NAN; rows * out_features];
+            let xq = vnni::QuantisedPanels::pack(&x, rows, in_features);
+            w.matmul_t_vnni(&xq, 0..out_features, &mut fast);
+            assert_within(&fast, &want, &bound, 0.6 / 4096.0, "forward");
+
+            let dy: Vec<f32> = values(rows * out_features, 3)
+                .iter()
+                .map(|v| v * 0.01)
+                .collect();
+            let max_dy = dy.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs())));
+            let (mut want, mut bound) = (vec![], vec![]);
+            for t in 0..rows {
+                for i in 0..in_features {
+                    let (mut sum, mut b) = (0.0, 0.0);
+                    for o in 0..out_features {
+                        let (gv, wv) = (
+                            f64::from(dy[t * out_features + o]),
+                            f64::from(dense[o * in_features + i]),
+                        );
+                        sum += gv * wv;
+                        b += gv.abs() * max_w + wv.abs() * max_dy + max_dy * max_w / 4096.0;
+                    }
+                    want.push(sum);
+                    bound.push(b);
+                }
+            }
+            let dyq = vnni::QuantisedRows::quantise(&dy, rows, out_features);
+            // Narrow last strips too: 16 columns, and 23 (an odd half).
+            for cols in [0..in_features, 0..in_features - 16, 0..in_features - 9] {
+                let width = cols.len();
+                let mut fast = vec![f32::NAN; rows * width];
+                w.matmul_vnni(&dyq, rows, cols.clone(), &mut fast);
+                let want: Vec<f64> = (0..rows)
+                    .flat_map(|t| cols.clone().map(move |i| t * in_features + i))
+                    .map(|at| want[at])
+                    .collect();
+                let bound: Vec<f64> = (0..rows)
+                    .flat_map(|t| cols.clone().map(move |i| t * in_features + i))
+                    .map(|at| bound[at])
+                    .collect();
+                assert_within(&fast, &want, &bound, 0.6 / 4096.0, "input gradient");
+            }
         }
     }
 
