@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let cli = cli::Cli::parse();
+    ftslm_model::kernel::set_matmul_precision(cli.global.matmul_precision.into());
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

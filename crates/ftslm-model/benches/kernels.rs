@@ -27,7 +27,12 @@ use ftslm_model::frozen_nf4::Nf4Format;
 use ftslm_model::grad::attention::{attention_backward, attention_forward};
 use ftslm_model::grad::mlp::{mlp_backward, mlp_forward};
 use ftslm_model::grad::rmsnorm::rms_norm_backward;
-use ftslm_model::grad::{chunked_cross_entropy, LayerAdapter, LayerGrads};
+use ftslm_model::grad::{
+    chunked_cross_entropy, chunked_cross_entropy_with, LayerAdapter, LayerGrads, LmHead,
+};
+#[cfg(target_arch = "x86_64")]
+use ftslm_model::kernel::QuantisedMatrix;
+use ftslm_model::kernel::{integer_products_available, with_matmul_precision, MatmulPrecision};
 use ftslm_model::loader::gguf::load_gguf_with_format;
 use ftslm_model::nf4::Nf4Tensor;
 
@@ -131,16 +136,30 @@ fn nf4(c: &mut Criterion) {
         group.throughput(Throughput::Elements(flops));
         let x = values(TOKENS * in_features, 3);
         let mut y = vec![0f32; TOKENS * out_features];
-        group.bench_function(BenchmarkId::new("forward", name), |b| {
-            b.iter(|| weight.matmul_t(black_box(&x), TOKENS, &mut y))
-        });
         let dy = values(TOKENS * out_features, 4);
         let mut dx = vec![0f32; TOKENS * in_features];
-        group.bench_function(BenchmarkId::new("input_grad", name), |b| {
-            b.iter(|| weight.matmul(black_box(&dy), TOKENS, &mut dx))
-        });
+        for (precision, label) in precisions() {
+            with_matmul_precision(precision, || {
+                group.bench_function(BenchmarkId::new(format!("forward_{label}"), name), |b| {
+                    b.iter(|| weight.matmul_t(black_box(&x), TOKENS, &mut y))
+                });
+                group.bench_function(BenchmarkId::new(format!("input_grad_{label}"), name), |b| {
+                    b.iter(|| weight.matmul(black_box(&dy), TOKENS, &mut dx))
+                });
+            });
+        }
     }
     group.finish();
+}
+
+/// `Highest` (f32 products) and, where this CPU has AVX-512 VNNI, `High`
+/// (16-bit integer products), with the label each benchmark carries.
+fn precisions() -> Vec<(MatmulPrecision, &'static str)> {
+    let mut list = vec![(MatmulPrecision::Highest, "f32")];
+    if integer_products_available() {
+        list.push((MatmulPrecision::High, "int16"));
+    }
+    list
 }
 
 fn cross_entropy(c: &mut Criterion) {
@@ -160,9 +179,26 @@ fn cross_entropy(c: &mut Criterion) {
     group.throughput(Throughput::Elements(
         (4 * (TOKENS - 1) * VOCAB * HIDDEN) as u64,
     ));
-    group.bench_function("chunked_256_tokens_49152_vocab", |b| {
-        b.iter(|| chunked_cross_entropy(&hidden, &lm_head, &ids, &mask, 256).expect("loss"))
+    group.bench_function("chunked_256_tokens_49152_vocab_f32", |b| {
+        b.iter(|| chunked_cross_entropy(&hidden, &lm_head, &ids, &mask, 128).expect("loss"))
     });
+    #[cfg(target_arch = "x86_64")]
+    if integer_products_available() {
+        let shape = [VOCAB, HIDDEN];
+        let values = lm_head
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values");
+        let quantised = QuantisedMatrix::quantise(&values, shape).expect("whole tiles");
+        let head = LmHead::Quantised(&lm_head, &quantised);
+        with_matmul_precision(MatmulPrecision::High, || {
+            group.bench_function("chunked_256_tokens_49152_vocab_int16", |b| {
+                b.iter(|| {
+                    chunked_cross_entropy_with(&hidden, head, &ids, &mask, 128).expect("loss")
+                })
+            });
+        });
+    }
     group.finish();
 }
 
@@ -192,42 +228,47 @@ fn layers(c: &mut Criterion) {
     let x = Tensor::from_vec(values(TOKENS * HIDDEN, 7), (TOKENS, HIDDEN), &device).expect("x");
     let dy = Tensor::from_vec(values(TOKENS * HIDDEN, 8), (TOKENS, HIDDEN), &device).expect("dy");
 
-    let mut group = c.benchmark_group("attention");
-    let kv = HIDDEN / 3; // 3 kv heads of 64
-    let projections = 2 * TOKENS * (2 * HIDDEN * HIDDEN + 2 * HIDDEN * kv);
-    let scores = 2 * 2 * TOKENS * TOKENS * HIDDEN; // QKᵀ and PV over 9 heads of 64
-    group.throughput(Throughput::Elements((projections + scores) as u64));
-    let attn = &layer.self_attn;
-    group.bench_function("forward", |b| {
-        b.iter(|| attention_forward(attn, &none, &x, &rope, segments).expect("forward"))
-    });
-    let (_, cache) = attention_forward(attn, &none, &x, &rope, segments).expect("forward");
-    // The backward: input gradients of the four projections, and four score products.
-    group.throughput(Throughput::Elements((projections + 2 * scores) as u64));
-    group.bench_function("backward", |b| {
-        b.iter(|| {
-            let mut grads = LayerGrads::default();
-            attention_backward(attn, &none, &rope, segments, &cache, &dy, &mut grads, true)
-                .expect("backward")
-        })
-    });
-    group.finish();
+    // The projections run at each precision; the rest of each layer is f32.
+    for (precision, label) in precisions() {
+        with_matmul_precision(precision, || {
+            let mut group = c.benchmark_group("attention");
+            let kv = HIDDEN / 3; // 3 kv heads of 64
+            let projections = 2 * TOKENS * (2 * HIDDEN * HIDDEN + 2 * HIDDEN * kv);
+            let scores = 2 * 2 * TOKENS * TOKENS * HIDDEN; // QKᵀ and PV over 9 heads of 64
+            group.throughput(Throughput::Elements((projections + scores) as u64));
+            let attn = &layer.self_attn;
+            group.bench_function(format!("forward_{label}"), |b| {
+                b.iter(|| attention_forward(attn, &none, &x, &rope, segments).expect("forward"))
+            });
+            let (_, cache) = attention_forward(attn, &none, &x, &rope, segments).expect("forward");
+            // The backward: input gradients of the four projections, and four score products.
+            group.throughput(Throughput::Elements((projections + 2 * scores) as u64));
+            group.bench_function(format!("backward_{label}"), |b| {
+                b.iter(|| {
+                    let mut grads = LayerGrads::default();
+                    attention_backward(attn, &none, &rope, segments, &cache, &dy, &mut grads, true)
+                        .expect("backward")
+                })
+            });
+            group.finish();
 
-    let mut group = c.benchmark_group("mlp_swiglu");
-    group.throughput(Throughput::Elements(
-        (3 * 2 * TOKENS * HIDDEN * INTERMEDIATE) as u64,
-    ));
-    group.bench_function("forward", |b| {
-        b.iter(|| mlp_forward(&layer.mlp, &none, &x).expect("forward"))
-    });
-    let (_, cache) = mlp_forward(&layer.mlp, &none, &x).expect("forward");
-    group.bench_function("backward", |b| {
-        b.iter(|| {
-            let mut grads = LayerGrads::default();
-            mlp_backward(&layer.mlp, &none, &cache, &dy, &mut grads).expect("backward")
-        })
-    });
-    group.finish();
+            let mut group = c.benchmark_group("mlp_swiglu");
+            group.throughput(Throughput::Elements(
+                (3 * 2 * TOKENS * HIDDEN * INTERMEDIATE) as u64,
+            ));
+            group.bench_function(format!("forward_{label}"), |b| {
+                b.iter(|| mlp_forward(&layer.mlp, &none, &x).expect("forward"))
+            });
+            let (_, cache) = mlp_forward(&layer.mlp, &none, &x).expect("forward");
+            group.bench_function(format!("backward_{label}"), |b| {
+                b.iter(|| {
+                    let mut grads = LayerGrads::default();
+                    mlp_backward(&layer.mlp, &none, &cache, &dy, &mut grads).expect("backward")
+                })
+            });
+            group.finish();
+        });
+    }
 
     let mut group = c.benchmark_group("rmsnorm");
     let norm = &layer.input_layernorm;

@@ -16,6 +16,7 @@ use ftslm_config::LossOn;
 use ftslm_data::batching::{make_batches, BatchStrategy};
 use ftslm_data::SYSTEM_PROMPT;
 use ftslm_model::grad::PassSeconds;
+use ftslm_model::kernel::MatmulPrecision;
 use ftslm_model::{LoraAdapter, LoraSettings, Projection};
 use serde::Serialize;
 
@@ -67,6 +68,9 @@ pub struct BenchPhases {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub stack: String,
+    /// What the frozen weights' products multiplied: "f32", or "int16
+    /// (AVX-512 VNNI)" at `High` precision on a CPU that has it.
+    pub products: String,
     pub threads: usize,
     pub batch_size: usize,
     pub steps: usize,
@@ -155,6 +159,14 @@ pub fn bench_train(
 
     let mut report = BenchReport {
         stack: format!("ftslm ({base} base)"),
+        products: if ftslm_model::kernel::integer_products_available()
+            && ftslm_model::kernel::matmul_precision() == MatmulPrecision::High
+        {
+            "int16 (AVX-512 VNNI)"
+        } else {
+            "f32"
+        }
+        .to_string(),
         threads: settings.threads,
         batch_size: settings.batch_size,
         steps: settings.steps,

@@ -50,7 +50,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     let show = |v: Option<f64>, unit: &str| {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.1} {unit}"))
     };
-    println!("{}", report.stack);
+    println!("{} (products in {})", report.stack, report.products);
     println!(
         "tokens/s     {} (non-pad tokens, steps 1..{}, {} threads, batch {}, loss on {})",
         show(report.tokens_per_s, ""),

@@ -18,6 +18,8 @@
 
 use std::arch::x86_64::*;
 
+use super::{run_split, scatter_columns, split_range, worker_count};
+
 /// Rows of A per kernel call: 6 rows × 2 vectors of i32 sums plus as many
 /// f32 accumulators fill 24 of the 32 zmm registers.
 pub(crate) const MR: usize = 6;
@@ -437,37 +439,79 @@ impl QuantisedMatrix {
         self.values.len() * 2 + self.scales.len() * 4
     }
 
-    /// `y[rows, out] = x[rows, in] · Wᵀ` on this thread.
+    /// `y[rows, out] = x[rows, in] · Wᵀ`, output columns split among the
+    /// threads a product may use.
     pub fn matmul_t(&self, x: &[f32], rows: usize, y: &mut [f32]) {
         let [out_features, in_features] = self.shape;
-        let blocks = in_features / BLOCK;
         let xq = QuantisedPanels::pack(x, rows, in_features);
+        let threads = worker_count(rows, self.shape, out_features.div_ceil(MR));
+        if threads == 1 {
+            self.matmul_t_rows(&xq, 0..out_features, y);
+            return;
+        }
+        let parts = run_split(
+            split_range(out_features, threads, BLOCK),
+            |range, local| self.matmul_t_rows(&xq, range, local),
+            rows,
+        );
+        scatter_columns(&parts, rows, y, out_features);
+    }
+
+    /// `y[t, o - range.start] = x[t, :] · W[o, :]` for `o` in `range`; `y`
+    /// rows are `range.len()` apart.
+    fn matmul_t_rows(&self, xq: &QuantisedPanels, range: std::ops::Range<usize>, y: &mut [f32]) {
+        let in_features = self.shape[1];
+        let blocks = in_features / BLOCK;
         let row = |o: usize| QuantisedRow {
             values: &self.values[o * in_features..(o + 1) * in_features],
             scales: &self.scales[o / BLOCK * blocks..(o / BLOCK + 1) * blocks],
         };
-        let mut first = 0;
-        while first < out_features {
-            let count = MR.min(out_features - first);
+        let mut first = range.start;
+        while first < range.end {
+            let count = MR.min(range.end - first);
             let a: [QuantisedRow<'_>; MR] = std::array::from_fn(|i| row(first + i.min(count - 1)));
-            xq.multiply_rows(&a, count, y, out_features, first);
+            xq.multiply_rows(&a, count, y, range.len(), first - range.start);
             first += count;
         }
     }
 
-    /// `dx[rows, in] = dy[rows, out] · W` on this thread.
+    /// `dx[rows, in] = dy[rows, out] · W`, input columns split among the
+    /// threads a product may use.
     pub fn matmul(&self, dy: &[f32], rows: usize, dx: &mut [f32]) {
+        let [out_features, in_features] = self.shape;
+        let dyq = QuantisedRows::quantise(dy, rows, out_features);
+        let threads = worker_count(rows, self.shape, in_features.div_ceil(NR));
+        if threads == 1 {
+            self.matmul_cols(&dyq, rows, 0..in_features, dx);
+            return;
+        }
+        let parts = run_split(
+            split_range(in_features, threads, NR),
+            |range, local| self.matmul_cols(&dyq, rows, range, local),
+            rows,
+        );
+        scatter_columns(&parts, rows, dx, in_features);
+    }
+
+    /// `dx[t, i - cols.start] = Σ_o dy[t, o] · W[o, i]` for `i` in `cols`
+    /// (`cols.start` a multiple of NR); `dx` rows are `cols.len()` apart.
+    fn matmul_cols(
+        &self,
+        dyq: &QuantisedRows,
+        rows: usize,
+        cols: std::ops::Range<usize>,
+        dx: &mut [f32],
+    ) {
         require_vnni();
         let [out_features, in_features] = self.shape;
         let blocks = in_features / BLOCK;
-        let dyq = QuantisedRows::quantise(dy, rows, out_features);
         let mut strip = Strip::new(STRIP_DEPTH.min(out_features));
         let mut depth_start = 0;
         while depth_start < out_features {
             let depth = STRIP_DEPTH.min(out_features - depth_start);
-            let mut first = 0;
-            while first < in_features {
-                let count = NR.min(in_features - first);
+            let mut first = cols.start;
+            while first < cols.end {
+                let count = NR.min(cols.end - first);
                 for (g, lanes) in strip
                     .scales
                     .chunks_exact_mut(NR)
@@ -480,11 +524,11 @@ impl QuantisedMatrix {
                 // rows and columns lie inside the matrix.
                 unsafe { self.interleave(depth_start, depth, first, count, &mut strip.pairs) };
                 strip.multiply_part(
-                    &dyq,
+                    dyq,
                     depth_start..depth_start + depth,
                     rows,
                     count,
-                    (dx, in_features, first),
+                    (dx, cols.len(), first - cols.start),
                     depth_start > 0,
                 );
                 first += count;
@@ -545,6 +589,65 @@ mod tests {
         for v in [0.0f32, 0.49, 0.51, -0.51, 1.5, 2.5, -4096.0, 4095.6, -3.2] {
             assert_eq!(round_to_i16(v), v.round_ties_even() as i16, "{v}");
         }
+    }
+
+    /// Both products of a dense matrix in 64 × 64 tiles against the exact
+    /// sums: each value within half a step (2⁻¹² of the largest |value| of
+    /// its operand here) so each sum within that of Σ |x|·max|w| + |w|·max|x|.
+    /// 1152 rows take two depth passes of the input gradient; 40 token rows
+    /// are enough work for the threaded path.
+    #[test]
+    fn quantised_matrix_products_stay_within_their_steps() {
+        if !available() {
+            eprintln!("no AVX-512 VNNI on this CPU");
+            return;
+        }
+        let value =
+            |i: usize, seed: usize| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0;
+        let [out_features, in_features, rows] = [1152, 128, 40];
+        let w: Vec<f32> = (0..out_features * in_features)
+            .map(|i| value(i, 1) * 0.05)
+            .collect();
+        let q = QuantisedMatrix::quantise(&w, [out_features, in_features]).unwrap();
+        assert!(QuantisedMatrix::quantise(&w[..100 * in_features], [100, in_features]).is_none());
+        let largest = |v: &[f32]| v.iter().fold(0.0f64, |m, a| m.max(f64::from(a.abs())));
+        let max_w = largest(&w);
+        let check = |x: &[f32],
+                     got: &[f32],
+                     depth: usize,
+                     width: usize,
+                     weight: &dyn Fn(usize, usize) -> f32| {
+            let max_x = largest(x);
+            for t in 0..rows {
+                for j in 0..width {
+                    let (mut sum, mut bound) = (0.0f64, 0.0f64);
+                    for k in 0..depth {
+                        let (a, b) = (f64::from(x[t * depth + k]), f64::from(weight(j, k)));
+                        sum += a * b;
+                        bound += a.abs() * max_w + b.abs() * max_x + max_x * max_w / QMAX as f64;
+                    }
+                    let g = f64::from(got[t * width + j]);
+                    assert!(
+                        (g - sum).abs() <= 0.6 / f64::from(QMAX) * bound,
+                        "[{t}, {j}]: {g} vs {sum}"
+                    );
+                }
+            }
+        };
+        let x: Vec<f32> = (0..rows * in_features).map(|i| value(i, 2) * 3.0).collect();
+        let mut y = vec![f32::NAN; rows * out_features];
+        q.matmul_t(&x, rows, &mut y);
+        check(&x, &y, in_features, out_features, &|o, k| {
+            w[o * in_features + k]
+        });
+        let dy: Vec<f32> = (0..rows * out_features)
+            .map(|i| value(i, 3) * 0.01)
+            .collect();
+        let mut dx = vec![f32::NAN; rows * in_features];
+        q.matmul(&dy, rows, &mut dx);
+        check(&dy, &dx, out_features, in_features, &|i, o| {
+            w[o * in_features + i]
+        });
     }
 
     #[test]
