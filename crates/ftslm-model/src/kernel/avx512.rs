@@ -198,18 +198,26 @@ pub(crate) fn dense_matmul_cols(
         let mut first = cols.start;
         while first < cols.end {
             let count = NR.min(cols.end - first);
-            for (o, strip_row) in strip.chunks_exact_mut(NR).take(depth).enumerate() {
-                let at = (depth_start + o) * in_features + first;
-                strip_row[..count].copy_from_slice(&w[at..at + count]);
-                strip_row[count..].fill(0.0);
-            }
-            let (b, ldb) = (strip.as_ptr(), NR);
+            // A few rows of A (the LoRA products) do not repay the copy: a
+            // full-width strip is then read where it lies.
+            let in_place = tokens <= 2 * MR && count == NR;
+            let (b, ldb) = if in_place {
+                (w[depth_start * in_features + first..].as_ptr(), in_features)
+            } else {
+                for (o, strip_row) in strip.chunks_exact_mut(NR).take(depth).enumerate() {
+                    let at = (depth_start + o) * in_features + first;
+                    strip_row[..count].copy_from_slice(&w[at..at + count]);
+                    strip_row[count..].fill(0.0);
+                }
+                (strip.as_ptr(), NR)
+            };
             let mut t0 = 0;
             while t0 < tokens {
                 let rows = MR.min(tokens - t0);
                 let a = a_operand(&rows_of(dy, t0, rows, out_features, depth_start), depth);
                 // SAFETY: AVX-512F checked above; each A row holds `depth`
-                // values from depth_start, and B `depth` rows of NR values.
+                // values from depth_start, and B `depth` rows of NR values
+                // `ldb` apart (the strip, or W's own rows: first + NR ≤ in).
                 let c = unsafe { kernel(depth, &a, b, ldb) };
                 store_rows(
                     &c,
