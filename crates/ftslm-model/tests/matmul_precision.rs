@@ -103,6 +103,7 @@ fn high_precision_loss_and_gradients_track_f32() {
     assert!(mean < 1e-2, "mean relative error of dB {mean:e}");
 
     if integer_products_available() {
+        #[cfg(target_arch = "x86_64")]
         with_matmul_precision(MatmulPrecision::High, || {
             assert!(
                 model.quantised_lm_head().is_some(),
