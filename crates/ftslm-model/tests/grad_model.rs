@@ -9,6 +9,7 @@ use candle_core::Device;
 use ftslm_model::grad::{
     chunked_cross_entropy, loss_and_grads, AdapterGrads, GradOptions, TrainingRow,
 };
+use ftslm_model::kernel::{with_matmul_precision, MatmulPrecision};
 use ftslm_model::{masked_nll, DenseF32, LlamaModel, LoraAdapter, LoraDropout, Projection};
 use serde_json::Value;
 
@@ -83,59 +84,62 @@ fn stats(t: &candle_core::Tensor) -> (f64, f64, Vec<f64>) {
 /// and above the f32 summation noise of 155-token reductions (~1e-8).
 #[test]
 fn adapter_gradients_match_pytorch() {
-    let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
-    let golden = golden(&dir);
-    let (model, adapter, ids, prompt_len) = load(&dir);
-    let row = Row::packed(&[(&ids, prompt_len)]);
-    let (nll, grads) =
-        loss_and_grads(&model, &adapter, &row.view(), None, &GradOptions::default()).unwrap();
+    // PyTorch's float32 products: ours at `Highest` (`High` is checked against it in matmul_precision.rs).
+    with_matmul_precision(MatmulPrecision::Highest, || {
+        let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
+        let golden = golden(&dir);
+        let (model, adapter, ids, prompt_len) = load(&dir);
+        let row = Row::packed(&[(&ids, prompt_len)]);
+        let (nll, grads) =
+            loss_and_grads(&model, &adapter, &row.view(), None, &GradOptions::default()).unwrap();
 
-    let want_loss = golden["adapter_loss"].as_f64().unwrap();
-    eprintln!("loss {} vs PyTorch's {want_loss}", nll.mean());
-    assert_eq!(nll.tokens, ids.len() - prompt_len);
-    assert!(
-        (nll.mean() - want_loss).abs() <= 1e-5,
-        "loss {} vs {want_loss}",
-        nll.mean()
-    );
+        let want_loss = golden["adapter_loss"].as_f64().unwrap();
+        eprintln!("loss {} vs PyTorch's {want_loss}", nll.mean());
+        assert_eq!(nll.tokens, ids.len() - prompt_len);
+        assert!(
+            (nll.mean() - want_loss).abs() <= 1e-5,
+            "loss {} vs {want_loss}",
+            nll.mean()
+        );
 
-    let close = |got: f64, want: f64| (got - want).abs() <= (1e-4 * want.abs()).max(1e-7);
-    let expected = golden["adapter_grads"].as_object().unwrap();
-    let mut seen = 0;
-    let mut worst = 0.0f64;
-    for (layer, projection, g) in grads.iter() {
-        for (matrix, tensor) in [("A", &g.a), ("B", &g.b)] {
-            let name = format!("{}.lora_{matrix}.weight", projection.module_path(layer));
-            let want = &expected
-                .get(&name)
-                .unwrap_or_else(|| panic!("{name} not in the golden"));
-            seen += 1;
-            let shape: Vec<usize> = want["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            assert_eq!(tensor.dims(), shape, "{name} shape");
-            let (norm, sum, first4) = stats(tensor);
-            let mut pairs = vec![
-                ("norm", norm, want["norm"].as_f64().unwrap()),
-                ("sum", sum, want["sum"].as_f64().unwrap()),
-            ];
-            for (i, w) in want["first4"].as_array().unwrap().iter().enumerate() {
-                pairs.push(("first4", first4[i], w.as_f64().unwrap()));
-            }
-            for (what, got, want) in pairs {
-                worst = worst.max((got - want).abs() / (1e-4 * want.abs()).max(1e-7));
-                assert!(
-                    close(got, want),
-                    "{name} {what}: {got:e} vs PyTorch's {want:e}"
-                );
+        let close = |got: f64, want: f64| (got - want).abs() <= (1e-4 * want.abs()).max(1e-7);
+        let expected = golden["adapter_grads"].as_object().unwrap();
+        let mut seen = 0;
+        let mut worst = 0.0f64;
+        for (layer, projection, g) in grads.iter() {
+            for (matrix, tensor) in [("A", &g.a), ("B", &g.b)] {
+                let name = format!("{}.lora_{matrix}.weight", projection.module_path(layer));
+                let want = &expected
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("{name} not in the golden"));
+                seen += 1;
+                let shape: Vec<usize> = want["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as usize)
+                    .collect();
+                assert_eq!(tensor.dims(), shape, "{name} shape");
+                let (norm, sum, first4) = stats(tensor);
+                let mut pairs = vec![
+                    ("norm", norm, want["norm"].as_f64().unwrap()),
+                    ("sum", sum, want["sum"].as_f64().unwrap()),
+                ];
+                for (i, w) in want["first4"].as_array().unwrap().iter().enumerate() {
+                    pairs.push(("first4", first4[i], w.as_f64().unwrap()));
+                }
+                for (what, got, want) in pairs {
+                    worst = worst.max((got - want).abs() / (1e-4 * want.abs()).max(1e-7));
+                    assert!(
+                        close(got, want),
+                        "{name} {what}: {got:e} vs PyTorch's {want:e}"
+                    );
+                }
             }
         }
-    }
-    assert_eq!(seen, expected.len(), "every golden tensor is covered");
-    eprintln!("largest deviation from the golden: {worst:.3} of the tolerance");
+        assert_eq!(seen, expected.len(), "every golden tensor is covered");
+        eprintln!("largest deviation from the golden: {worst:.3} of the tolerance");
+    });
 }
 
 #[test]
@@ -264,45 +268,49 @@ fn packed_row_gradient_is_the_token_weighted_sum_of_its_examples() {
 
 #[test]
 fn chunked_loss_equals_full_logits_loss() {
-    let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
-    let (model, adapter, ids, prompt_len) = load(&dir);
-    let row = Row::packed(&[(&ids[..60], 40), (&ids, prompt_len)]);
-    let logits = model
-        .forward(&row.ids, &row.positions, &row.segments, Some(&adapter))
-        .unwrap();
-    let want = masked_nll(&logits, &row.ids, &row.mask).unwrap();
-    let hidden = model
-        .final_hidden(
-            &row.ids,
-            &row.positions,
-            &row.segments,
-            Some(&adapter),
-            None,
-        )
-        .unwrap();
-    // 60 targets: chunks of 7 and 16 leave remainders; 1 and 256 are the extremes.
-    for chunk in [1, 7, 16, 256] {
-        let (got, _) =
-            chunked_cross_entropy(&hidden, model.lm_head(), &row.ids, &row.mask, chunk).unwrap();
-        assert_eq!(got.tokens, want.tokens);
-        assert!(
-            (got.total - want.total).abs() <= 1e-4,
-            "chunk {chunk}: {} vs {}",
-            got.total,
-            want.total
-        );
-        let options = GradOptions {
-            checkpointing: true,
-            chunk_tokens: chunk,
-        };
-        let (nll, _) = loss_and_grads(&model, &adapter, &row.view(), None, &options).unwrap();
-        assert!(
-            (nll.total - want.total).abs() <= 1e-4,
-            "chunk {chunk}: {} vs {}",
-            nll.total,
-            want.total
-        );
-    }
+    // Both sides in f32: the full logits come from candle's matmul.
+    with_matmul_precision(MatmulPrecision::Highest, || {
+        let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
+        let (model, adapter, ids, prompt_len) = load(&dir);
+        let row = Row::packed(&[(&ids[..60], 40), (&ids, prompt_len)]);
+        let logits = model
+            .forward(&row.ids, &row.positions, &row.segments, Some(&adapter))
+            .unwrap();
+        let want = masked_nll(&logits, &row.ids, &row.mask).unwrap();
+        let hidden = model
+            .final_hidden(
+                &row.ids,
+                &row.positions,
+                &row.segments,
+                Some(&adapter),
+                None,
+            )
+            .unwrap();
+        // 60 targets: chunks of 7 and 16 leave remainders; 1 and 256 are the extremes.
+        for chunk in [1, 7, 16, 256] {
+            let (got, _) =
+                chunked_cross_entropy(&hidden, model.lm_head(), &row.ids, &row.mask, chunk)
+                    .unwrap();
+            assert_eq!(got.tokens, want.tokens);
+            assert!(
+                (got.total - want.total).abs() <= 1e-4,
+                "chunk {chunk}: {} vs {}",
+                got.total,
+                want.total
+            );
+            let options = GradOptions {
+                checkpointing: true,
+                chunk_tokens: chunk,
+            };
+            let (nll, _) = loss_and_grads(&model, &adapter, &row.view(), None, &options).unwrap();
+            assert!(
+                (nll.total - want.total).abs() <= 1e-4,
+                "chunk {chunk}: {} vs {}",
+                nll.total,
+                want.total
+            );
+        }
+    });
 }
 
 #[test]
