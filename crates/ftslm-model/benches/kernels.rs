@@ -2,12 +2,15 @@
 //! criterion's throughput so the report reads in FLOP/s ("elem/s") or bytes/s:
 //!
 //! * `machine/*`: this machine's own peaks, measured in the same run: f32 FMA
-//!   throughput from registers on one and on every core, and a large copy
+//!   throughput from registers on one and on every core, the 16-bit integer
+//!   multiply-add (`vpdpwssd`, AVX-512 VNNI) on one core, and a large copy
 //!   (read + write bytes) for the memory-bound kernels;
 //! * `nf4/*`: the frozen NF4 products of SmolLM2-135M's shapes, forward
-//!   (y = x·Wᵀ) and input gradient (dx = dy·W), for a 256-token row;
+//!   (y = x·Wᵀ) and input gradient (dx = dy·W), for a 256-token row, at
+//!   each matmul precision (`_f32`: Highest; `_int16`: High, on CPUs with
+//!   AVX-512 VNNI; an int16 multiply-add counts as 2 FLOPs like an f32 one);
 //! * `cross_entropy`: the LM head's chunked loss and gradient (2 products of
-//!   [256, 576]×[576, 49152] plus the softmax);
+//!   [256, 576]×[576, 49152] plus the softmax), f32 and int16 head;
 //! * `attention/*`, `mlp/*` (SwiGLU), `rmsnorm/*`: layer 0 of the real
 //!   SmolLM2 checkpoint (`../shared/models`), forward and backward, without
 //!   an adapter. Their FLOPs count the products only, attention's score and
@@ -86,6 +89,35 @@ fn fma_loop(iterations: usize) -> f32 {
     }
 }
 
+/// The 16-bit integer kernel's instruction (`vpdpwssd`) from registers:
+/// two multiply-adds per i32 lane, 2 "FLOPs" each, as the int16 products count.
+#[cfg(target_arch = "x86_64")]
+fn vnni_loop(iterations: usize) -> i32 {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn run(iterations: usize) -> i32 {
+        let mut acc = [_mm512_setzero_si512(); 24];
+        let a = _mm512_set1_epi16(3);
+        let b = _mm512_set1_epi16(-2);
+        for _ in 0..iterations {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpwssd_epi32(*v, a, b);
+            }
+        }
+        let mut total = _mm512_setzero_si512();
+        for v in acc {
+            total = _mm512_add_epi32(total, v);
+        }
+        _mm512_reduce_add_epi32(total)
+    }
+    if integer_products_available() {
+        // SAFETY: AVX-512F and VNNI were just detected.
+        unsafe { run(iterations) }
+    } else {
+        0
+    }
+}
+
 fn machine(c: &mut Criterion) {
     let mut group = c.benchmark_group("machine");
     const ITERATIONS: usize = 1 << 16;
@@ -95,6 +127,14 @@ fn machine(c: &mut Criterion) {
     group.bench_function("fma_peak_1_core", |b| {
         b.iter(|| fma_loop(black_box(ITERATIONS)))
     });
+    #[cfg(target_arch = "x86_64")]
+    if integer_products_available() {
+        // 24 vectors × 16 lanes × 2 multiply-adds × 2 per iteration.
+        group.throughput(Throughput::Elements(2 * flops));
+        group.bench_function("vnni_int16_peak_1_core", |b| {
+            b.iter(|| vnni_loop(black_box(ITERATIONS)))
+        });
+    }
     let cores = threads();
     group.throughput(Throughput::Elements(flops * cores as u64));
     group.bench_function(BenchmarkId::new("fma_peak_cores", cores), |b| {

@@ -9,6 +9,8 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 mod exp;
+#[cfg(target_arch = "x86_64")]
+mod quantised_matrix;
 mod split;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni;
@@ -27,9 +29,9 @@ pub(crate) fn avx512_available() -> bool {
     false
 }
 
-pub use split::{on_this_thread_only, threads};
 #[cfg(target_arch = "x86_64")]
-pub use vnni::QuantisedMatrix;
+pub use quantised_matrix::QuantisedMatrix;
+pub use split::{on_this_thread_only, threads};
 
 /// How exactly the frozen weights' products are computed, as PyTorch's
 /// `torch.set_float32_matmul_precision`: `Highest` multiplies in f32;
