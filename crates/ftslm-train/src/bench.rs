@@ -16,7 +16,6 @@ use ftslm_config::LossOn;
 use ftslm_data::batching::{make_batches, BatchStrategy};
 use ftslm_data::SYSTEM_PROMPT;
 use ftslm_model::grad::PassSeconds;
-use ftslm_model::kernel::MatmulPrecision;
 use ftslm_model::{LoraAdapter, LoraSettings, Projection};
 use serde::Serialize;
 
@@ -159,9 +158,7 @@ pub fn bench_train(
 
     let mut report = BenchReport {
         stack: format!("ftslm ({base} base)"),
-        products: if ftslm_model::kernel::integer_products_available()
-            && ftslm_model::kernel::matmul_precision() == MatmulPrecision::High
-        {
+        products: if ftslm_model::kernel::integer_products() {
             "int16 (AVX-512 VNNI)"
         } else {
             "f32"

@@ -96,9 +96,10 @@ pub fn integer_products_available() -> bool {
     false
 }
 
-/// Whether products may use the 16-bit integer kernels now.
+/// Whether products started on this thread now may use the 16-bit integer
+/// kernels (`High` precision on a CPU that has them).
 #[inline]
-pub(crate) fn integer_products() -> bool {
+pub fn integer_products() -> bool {
     matmul_precision() == MatmulPrecision::High && integer_products_available()
 }
 pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};

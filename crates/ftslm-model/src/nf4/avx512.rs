@@ -39,21 +39,13 @@ impl Nf4Tensor {
     unsafe fn decode_groups(&self, start: usize, out: &mut [f32]) {
         // SAFETY: NF4_CODE holds exactly 16 f32.
         let code = unsafe { _mm512_loadu_ps(NF4_CODE.as_ptr()) };
-        // A byte holds element 2i in its high nibble and 2i + 1 in its low one.
-        let shifts = _mm512_set_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-        let nibble = _mm512_set1_epi32(0x0f);
         for (g, group) in out.chunks_exact_mut(LANES).enumerate() {
             let element = start + g * LANES;
             let scale = _mm512_set1_ps(self.absmax.block_absmax(element / NF4_BLOCK_SIZE));
             let bytes = &self.packed[element / 2..element / 2 + LANES / 2];
             // SAFETY: `bytes` holds the 8 bytes read; `group` the 16 written.
             unsafe {
-                let eight = _mm_loadl_epi64(bytes.as_ptr().cast());
-                let doubled = _mm_unpacklo_epi8(eight, eight); // b0 b0 b1 b1 …
-                let codes = _mm512_and_si512(
-                    _mm512_srlv_epi32(_mm512_cvtepu8_epi32(doubled), shifts),
-                    nibble,
-                );
+                let codes = unpack_codes(bytes);
                 let values = _mm512_mul_ps(_mm512_permutexvar_ps(codes, code), scale);
                 _mm512_storeu_ps(group.as_mut_ptr(), values);
             }
@@ -113,4 +105,23 @@ impl Nf4Tensor {
             first += count;
         }
     }
+}
+
+/// The 16 codes packed in `bytes[..8]`, one per i32 lane: a byte holds
+/// element 2i in its high nibble and 2i + 1 in its low one.
+///
+/// # Safety
+/// AVX-512F must be available; `bytes` holds at least 8 bytes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn unpack_codes(bytes: &[u8]) -> __m512i {
+    debug_assert!(bytes.len() >= 8);
+    let shifts = _mm512_set_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    // SAFETY: the caller keeps 8 bytes readable.
+    let eight = unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) };
+    let doubled = _mm_unpacklo_epi8(eight, eight); // b0 b0 b1 b1 …
+    _mm512_and_si512(
+        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(doubled), shifts),
+        _mm512_set1_epi32(0x0f),
+    )
 }

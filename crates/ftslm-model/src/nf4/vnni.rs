@@ -16,6 +16,7 @@ use crate::kernel::vnni::{
     require_vnni, QuantisedPanels, QuantisedRow, QuantisedRows, Strip, BLOCK, MR, NR, QMAX,
 };
 
+use super::avx512::unpack_codes;
 use super::{Nf4Tensor, NF4_BLOCK_SIZE, NF4_CODE};
 
 impl Nf4Tensor {
@@ -37,8 +38,6 @@ impl Nf4Tensor {
         let table: [f32; 16] = std::array::from_fn(|c| (NF4_CODE[c] * QMAX).round());
         // SAFETY: the table holds exactly 16 f32.
         let table = unsafe { _mm512_loadu_ps(table.as_ptr()) };
-        let shifts = _mm512_set_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-        let nibble = _mm512_set1_epi32(0x0f);
         let first_block = o * depth / BLOCK;
         for (b, scale) in scales[..depth / BLOCK].iter_mut().enumerate() {
             *scale = self.absmax.block_absmax(first_block + b) / QMAX;
@@ -48,12 +47,7 @@ impl Nf4Tensor {
             let bytes = &self.packed[element / 2..element / 2 + 8];
             // SAFETY: `bytes` holds the 8 bytes read; `group` the 16 written.
             unsafe {
-                let eight = _mm_loadl_epi64(bytes.as_ptr().cast());
-                let doubled = _mm_unpacklo_epi8(eight, eight);
-                let codes = _mm512_and_si512(
-                    _mm512_srlv_epi32(_mm512_cvtepu8_epi32(doubled), shifts),
-                    nibble,
-                );
+                let codes = unpack_codes(bytes);
                 let ints = _mm512_cvtps_epi32(_mm512_permutexvar_ps(codes, table));
                 _mm256_storeu_si256(group.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(ints));
             }
@@ -185,15 +179,8 @@ impl Nf4Tensor {
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn scaled_codes(codes: &[u8; 8], table: __m512, factor: f32) -> __m512i {
-    let shifts = _mm512_set_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-    let nibble = _mm512_set1_epi32(0x0f);
-    // SAFETY: `codes` holds the 8 bytes read.
-    let eight = unsafe { _mm_loadl_epi64(codes.as_ptr().cast()) };
-    let doubled = _mm_unpacklo_epi8(eight, eight);
-    let codes = _mm512_and_si512(
-        _mm512_srlv_epi32(_mm512_cvtepu8_epi32(doubled), shifts),
-        nibble,
-    );
+    // SAFETY: this function's features; `codes` holds 8 bytes.
+    let codes = unsafe { unpack_codes(codes) };
     let values = _mm512_permutexvar_ps(codes, table);
     _mm512_cvtps_epi32(_mm512_mul_ps(values, _mm512_set1_ps(factor)))
 }
