@@ -2,6 +2,7 @@
 //! handler in `commands/`. All logic lives in the library crates; this crate
 //! only wires them together and turns their errors into messages and exit codes.
 
+mod allocator;
 mod cli;
 mod commands;
 mod inference;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    allocator::tune_for_training();
     let cli = cli::Cli::parse();
     ftslm_model::kernel::set_matmul_precision(cli.global.matmul_precision.into());
     match commands::run(cli) {
