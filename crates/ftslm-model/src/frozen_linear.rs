@@ -36,6 +36,14 @@ fn fast_product(
     Ok(Some(Tensor::from_vec(out, (rows, cols), input.device())?))
 }
 
+/// One input of several frozen products (q, k and v read the same normed
+/// hidden state, gate and up another), so that the work of preparing it
+/// (NF4's integer panels) is done once. Create one per input tensor.
+#[derive(Debug, Default)]
+pub struct SharedInput {
+    pub(crate) nf4_panels: crate::nf4::SharedPanels,
+}
+
 /// A bias-free linear map with a fixed weight W [out_features, in_features].
 pub trait FrozenWeight: Debug + Send + Sync {
     fn out_features(&self) -> usize;
@@ -43,6 +51,13 @@ pub trait FrozenWeight: Debug + Send + Sync {
 
     /// x [rows, in] → y = x·Wᵀ [rows, out]
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// [`FrozenWeight::forward`] of an input that other weights multiply
+    /// too: what a weight prepares from `x` is kept in `shared` for them.
+    fn forward_shared(&self, x: &Tensor, shared: &SharedInput) -> Result<Tensor> {
+        let _ = shared;
+        self.forward(x)
+    }
 
     /// dy [rows, out] → dx = dy·W [rows, in], the gradient reaching the input.
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor>;

@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::frozen_linear::{FrozenFormat, FrozenWeight};
+use crate::frozen_linear::{FrozenFormat, FrozenWeight, SharedInput};
 use crate::kernel;
 use crate::nf4::{Nf4Error, Nf4Tensor};
 
@@ -51,11 +51,14 @@ impl Nf4Weight {
     }
 }
 
-type Nf4Product = fn(&Nf4Tensor, &[f32], usize, &mut [f32]) -> std::result::Result<(), Nf4Error>;
-
 impl Nf4Weight {
     /// Runs one of the fused products on a [rows, _] input, giving [rows, cols].
-    fn product(&self, input: &Tensor, cols: usize, op: Nf4Product) -> Result<Tensor> {
+    fn product(
+        &self,
+        input: &Tensor,
+        cols: usize,
+        op: impl Fn(&Nf4Tensor, &[f32], usize, &mut [f32]) -> std::result::Result<(), Nf4Error>,
+    ) -> Result<Tensor> {
         let (rows, _) = input.dims2()?;
         let input = input.to_dtype(DType::F32)?.contiguous()?;
         let mut out = vec![0f32; rows * cols];
@@ -89,6 +92,13 @@ impl FrozenWeight for Nf4Weight {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.product(x, self.out_features(), Nf4Tensor::matmul_t)
+    }
+
+    fn forward_shared(&self, x: &Tensor, shared: &SharedInput) -> Result<Tensor> {
+        let panels = &shared.nf4_panels;
+        self.product(x, self.out_features(), |w, x, rows, out| {
+            w.matmul_t_shared(x, rows, out, panels)
+        })
     }
 
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor> {

@@ -31,7 +31,7 @@ mod test_support;
 
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
 pub use error::{ModelError, Result};
-pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight};
+pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight, SharedInput};
 pub use llama::{DecoderLayer, KvCache, LlamaModel};
 pub use loader::{NamedTensors, SafetensorsCheckpoint, WeightSource};
 pub use lora::{LoraAdapter, LoraDropout, LoraSettings, LoraWeights, Projection};

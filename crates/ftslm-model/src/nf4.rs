@@ -27,6 +27,7 @@ mod matmul;
 mod vnni;
 
 pub use codebook::{dynamic_code_map, BnbBackend, NF4_CODE};
+pub use matmul::SharedPanels;
 
 use codebook::{dynamic_code_index_cpu, dynamic_code_index_cuda, nf4_code_index};
 

@@ -13,6 +13,7 @@ use candle_core::{Tensor, D};
 
 use crate::attention::{causal_mask, softmax_last_dim, Attention};
 use crate::error::{ModelError, Result};
+use crate::frozen_linear::SharedInput;
 use crate::grad::attention_products;
 use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
 use crate::grad::rope::rope_backward;
@@ -55,9 +56,11 @@ pub fn attention_forward(
     let (heads, kv_heads, head_dim) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
     let group = heads / kv_heads;
 
-    let (q, q_cache) = lora.linear(Projection::Q, &*attn.q_proj).forward(x)?; // [tokens, heads·head_dim]
-    let (k, k_cache) = lora.linear(Projection::K, &*attn.k_proj).forward(x)?; // [tokens, kv_heads·head_dim]
-    let (v, v_cache) = lora.linear(Projection::V, &*attn.v_proj).forward(x)?;
+    let shared = SharedInput::default();
+    let project = |projection, base| lora.linear(projection, base).forward_shared(x, &shared);
+    let (q, q_cache) = project(Projection::Q, &*attn.q_proj)?; // [tokens, heads·head_dim]
+    let (k, k_cache) = project(Projection::K, &*attn.k_proj)?; // [tokens, kv_heads·head_dim]
+    let (v, v_cache) = project(Projection::V, &*attn.v_proj)?;
     let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
     let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
     let v = v.reshape((tokens, kv_heads, head_dim))?;

@@ -10,7 +10,7 @@
 use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
-use crate::frozen_linear::FrozenWeight;
+use crate::frozen_linear::{FrozenWeight, SharedInput};
 use crate::grad::lora_products;
 use crate::lora::{LoraAdapter, LoraWeights, Projection};
 
@@ -95,7 +95,16 @@ struct LoraCache {
 impl AdaptedLinear<'_> {
     /// x [rows, in] → y [rows, out]
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, LinearCache)> {
-        let y = self.base.forward(x)?;
+        self.forward_shared(x, &SharedInput::default())
+    }
+
+    /// [`AdaptedLinear::forward`] of an input other projections read too.
+    pub fn forward_shared(
+        &self,
+        x: &Tensor,
+        shared: &SharedInput,
+    ) -> Result<(Tensor, LinearCache)> {
+        let y = self.base.forward_shared(x, shared)?;
         let Some(lora) = self.lora else {
             return Ok((y, LinearCache { lora: None }));
         };

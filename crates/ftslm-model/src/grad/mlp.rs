@@ -8,6 +8,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::frozen_linear::SharedInput;
 use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
 use crate::lora::Projection;
 use crate::mlp::Mlp;
@@ -26,8 +27,10 @@ pub struct MlpCache {
 
 /// x [tokens, hidden] → [tokens, hidden] and the cache.
 pub fn mlp_forward(mlp: &Mlp, lora: &LayerAdapter, x: &Tensor) -> Result<(Tensor, MlpCache)> {
-    let (gate, gate_cache) = lora.linear(Projection::Gate, &*mlp.gate_proj).forward(x)?;
-    let (up, up_cache) = lora.linear(Projection::Up, &*mlp.up_proj).forward(x)?;
+    let shared = SharedInput::default();
+    let project = |projection, base| lora.linear(projection, base).forward_shared(x, &shared);
+    let (gate, gate_cache) = project(Projection::Gate, &*mlp.gate_proj)?;
+    let (up, up_cache) = project(Projection::Up, &*mlp.up_proj)?;
     let activated = swiglu(&gate, &up)?;
     let (y, down_cache) = lora
         .linear(Projection::Down, &*mlp.down_proj)

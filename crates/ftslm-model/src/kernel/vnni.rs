@@ -250,6 +250,11 @@ impl QuantisedPanels {
         }
     }
 
+    /// Whether these are the panels of a [tokens, depth] input.
+    pub(crate) fn holds(&self, tokens: usize, depth: usize) -> bool {
+        self.tokens == tokens && self.depth == depth
+    }
+
     /// `y[t, row_offset + i] = Σ_k a_i[k] · x[t, k]` for the `count` rows of
     /// `a` and every token; `y` rows are `width` apart.
     pub(crate) fn multiply_rows(

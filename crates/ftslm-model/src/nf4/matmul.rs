@@ -17,10 +17,40 @@ use super::{Nf4Error, Nf4Tensor, NF4_BLOCK_SIZE};
 /// streaming of the activations over many weight rows, small enough for L2.
 const TILE_VALUES: usize = 1 << 16;
 
+/// One input of several forward products (q, k and v read the same normed
+/// hidden state; gate and up another): the integer panels the first product
+/// packs from it are kept here for the others. Hand it only products of
+/// that same input; panels of another shape are not used.
+#[derive(Default)]
+pub struct SharedPanels {
+    #[cfg(target_arch = "x86_64")]
+    panels: std::cell::OnceCell<vnni::QuantisedPanels>,
+}
+
+impl std::fmt::Debug for SharedPanels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("SharedPanels");
+        #[cfg(target_arch = "x86_64")]
+        out.field("packed", &self.panels.get().is_some());
+        out.finish_non_exhaustive()
+    }
+}
+
 impl Nf4Tensor {
     /// The forward pass of a frozen linear layer:
     /// `out[rows, out_features] = x[rows, in_features] · Wᵀ` (overwrites `out`).
     pub fn matmul_t(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<(), Nf4Error> {
+        self.matmul_t_shared(x, rows, out, &SharedPanels::default())
+    }
+
+    /// [`Nf4Tensor::matmul_t`] of an input that other products read too.
+    pub fn matmul_t_shared(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        shared: &SharedPanels,
+    ) -> Result<(), Nf4Error> {
         let [out_features, in_features] = self.shape();
         check_activation("x", x.len(), rows, in_features)?;
         check_activation("out", out.len(), rows, out_features)?;
@@ -30,14 +60,24 @@ impl Nf4Tensor {
         let threads = worker_count(rows, self.shape(), out_features);
         #[cfg(target_arch = "x86_64")]
         if integer_products() && self.fits_vnni() {
-            let xq = vnni::QuantisedPanels::pack(x, rows, in_features);
+            let packed;
+            let xq = match shared.panels.get() {
+                Some(xq) if xq.holds(rows, in_features) => xq,
+                Some(_) => {
+                    packed = vnni::QuantisedPanels::pack(x, rows, in_features);
+                    &packed
+                }
+                None => shared
+                    .panels
+                    .get_or_init(|| vnni::QuantisedPanels::pack(x, rows, in_features)),
+            };
             if threads == 1 {
-                self.matmul_t_vnni(&xq, 0..out_features, out);
+                self.matmul_t_vnni(xq, 0..out_features, out);
                 return Ok(());
             }
             let parts = run_split(
                 split_range(out_features, threads, vnni::MR),
-                |columns, local| self.matmul_t_vnni(&xq, columns, local),
+                |columns, local| self.matmul_t_vnni(xq, columns, local),
                 rows,
             );
             scatter_columns(&parts, rows, out, out_features);
@@ -360,6 +400,38 @@ mod tests {
                 assert_within(&fast, &want, &bound, 0.6 / 4096.0, "input gradient");
             }
         }
+    }
+
+    /// Products sharing one input's panels give exactly what each gives on
+    /// its own (q, k and v, of different widths), and panels of another
+    /// input shape in the cache are not used.
+    #[test]
+    fn shared_panels_give_the_products_of_separate_ones() {
+        let (rows, depth) = (37, 128);
+        let x = values(rows * depth, 5);
+        let weights: Vec<Nf4Tensor> = [192, 64, 64]
+            .iter()
+            .enumerate()
+            .map(|(i, &out)| {
+                Nf4Tensor::quantize(&values(out * depth, 6 + i as u32), [out, depth], true).unwrap()
+            })
+            .collect();
+        let shared = SharedPanels::default();
+        for w in &weights {
+            let out = w.shape()[0];
+            let (mut alone, mut together) = (vec![0.0; rows * out], vec![f32::NAN; rows * out]);
+            w.matmul_t(&x, rows, &mut alone).unwrap();
+            w.matmul_t_shared(&x, rows, &mut together, &shared).unwrap();
+            assert_eq!(alone, together);
+        }
+        // The cache now holds 37 rows; a 5-row input must not read them.
+        let (short, mut alone, mut together) =
+            (&x[..5 * depth], vec![0.0; 5 * 64], vec![0.0; 5 * 64]);
+        weights[1].matmul_t(short, 5, &mut alone).unwrap();
+        weights[1]
+            .matmul_t_shared(short, 5, &mut together, &shared)
+            .unwrap();
+        assert_eq!(alone, together);
     }
 
     /// The AVX-512 kernels against the portable loops on shapes that leave
