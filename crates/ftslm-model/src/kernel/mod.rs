@@ -134,11 +134,21 @@ pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R
     }
 }
 
-/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`.
+/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, in 16 × 16 tiles: a
+/// row at a time, each value was written to another cache line.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    for (r, src_row) in src.chunks_exact(cols).take(rows).enumerate() {
-        for (c, &value) in src_row.iter().enumerate() {
-            dst[c * rows + r] = value;
+    const TILE: usize = 16;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(TILE) {
+        let tile_rows = TILE.min(rows - r0);
+        for c0 in (0..cols).step_by(TILE) {
+            let tile_cols = TILE.min(cols - c0);
+            for c in c0..c0 + tile_cols {
+                let out = &mut dst[c * rows + r0..c * rows + r0 + tile_rows];
+                for (i, value) in out.iter_mut().enumerate() {
+                    *value = src[(r0 + i) * cols + c];
+                }
+            }
         }
     }
 }
@@ -221,6 +231,21 @@ mod tests {
         (0..n as u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) >> 20) as f32 / 2048.0 - 1.0)
             .collect()
+    }
+
+    /// Tiles whole and partial in both directions, and a single value.
+    #[test]
+    fn transpose_moves_every_value_to_its_mirror() {
+        for (rows, cols) in [(1, 1), (17, 33), (32, 64), (64, 221), (5, 16)] {
+            let src = values(rows * cols, 7);
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at {r},{c}");
+                }
+            }
+        }
     }
 
     /// Checks `got[r, j] = Σ_k term(r, j, k)` within f32 rounding of the terms' magnitude.
