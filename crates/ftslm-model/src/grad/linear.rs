@@ -11,7 +11,8 @@ use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenWeight, SharedInput};
-use crate::grad::lora_products;
+use crate::grad::lora_products::{self, FrozenInputGradient};
+use crate::kernel;
 use crate::lora::{LoraAdapter, LoraWeights, Projection};
 
 /// The LoRA matrices, scale and dropout masks of one decoder layer, indexed
@@ -153,22 +154,25 @@ impl AdaptedLinear<'_> {
             };
         // y_lora = s·down·Bᵀ. The scale goes on the rank-r tensors, the smallest.
         let want_dx = dx_base.is_some();
+        let frozen = dx_base.as_ref().map(|dx| FrozenInputGradient {
+            dx,
+            keep: self.keep,
+        });
         let on_kernels =
-            lora_products::backward(dy, &saved.x_kept, &saved.down, lora, self.scale, want_dx)?;
-        let (d_kept, grads) = match on_kernels {
-            Some(on_kernels) => on_kernels,
-            None => {
-                let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
-                let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
-                let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
-                let d_kept = if want_dx {
-                    Some(d_down.matmul(&lora.a)?) // [rows, in]
-                } else {
-                    None
-                };
-                (d_kept, LoraWeights { a: da, b: db })
-            }
+            lora_products::backward(dy, &saved.x_kept, &saved.down, lora, self.scale, frozen)?;
+        // The kernels add the frozen path's gradient themselves.
+        if let Some((dx, grads)) = on_kernels {
+            return Ok((dx, Some(grads)));
+        }
+        let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
+        let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
+        let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
+        let d_kept = if want_dx {
+            Some(d_down.matmul(&lora.a)?) // [rows, in]
+        } else {
+            None
         };
+        let grads = LoraWeights { a: da, b: db };
         let dx = match (dx_base, d_kept) {
             (Some(dx_base), Some(d_kept)) => {
                 let d_kept = match self.keep {
@@ -184,8 +188,23 @@ impl AdaptedLinear<'_> {
 }
 
 /// dx of several projections that read the same input, summed; None when
-/// none was asked for.
+/// none was asked for. Three CPU f32 parts of one shape are summed in one
+/// pass, as `(a + b) + c` (the same roundings as two candle adds).
 pub(crate) fn sum_inputs(parts: [Option<Tensor>; 3]) -> Result<Option<Tensor>> {
+    if let [Some(a), Some(b), Some(c)] = &parts {
+        if a.dims() == b.dims() && a.dims() == c.dims() {
+            let summed = kernel::with_cpu_f32s([a, b, c], |[a, b, c]| {
+                let mut sum = vec![0f32; a.len()];
+                for (((s, &a), &b), &c) in sum.iter_mut().zip(a).zip(b).zip(c) {
+                    *s = (a + b) + c;
+                }
+                sum
+            });
+            if let Some(sum) = summed {
+                return Ok(Some(Tensor::from_vec(sum, a.shape(), a.device())?));
+            }
+        }
+    }
     let mut total: Option<Tensor> = None;
     for part in parts.into_iter().flatten() {
         total = Some(match total {

@@ -59,15 +59,24 @@ pub(crate) fn forward(
     )))
 }
 
-/// (dx̃ when `want_dx`, the gradients of A and B) from dy [rows, out] and
-/// the forward's x̃ and down; None where the kernels or the tensors do not fit.
+/// The frozen path's input gradient and the dropout mask (None: no
+/// dropout), to which the LoRA path adds its own.
+#[derive(Clone, Copy)]
+pub(crate) struct FrozenInputGradient<'a> {
+    pub dx: &'a Tensor,
+    pub keep: Option<&'a Tensor>,
+}
+
+/// (dx = frozen dx + dx̃ ⊙ keep when `frozen` is given, the gradients of A
+/// and B) from dy [rows, out] and the forward's x̃ and down; None where the
+/// kernels or the tensors do not fit.
 pub(crate) fn backward(
     dy: &Tensor,
     x_kept: &Tensor,
     down: &Tensor,
     lora: &LoraWeights,
     scale: f64,
-    want_dx: bool,
+    frozen: Option<FrozenInputGradient<'_>>,
 ) -> Result<Option<(Option<Tensor>, LoraWeights)>> {
     let Some([rows, in_f, out_f, r]) = shapes(x_kept, lora) else {
         return Ok(None);
@@ -75,10 +84,23 @@ pub(crate) fn backward(
     if dy.dims() != [rows, out_f] || down.dims() != [rows, r] {
         return Ok(None);
     }
+    if let Some(frozen) = frozen {
+        let keep_fits = frozen.keep.is_none_or(|keep| keep.dims() == [rows, in_f]);
+        if frozen.dx.dims() != [rows, in_f] || !keep_fits {
+            return Ok(None);
+        }
+    }
+    // Where there is no mask, x̃ stands in for it (unread): the closure
+    // takes a fixed number of tensors.
+    let (frozen_dx, keep) = match frozen {
+        Some(frozen) => (frozen.dx, frozen.keep.unwrap_or(x_kept)),
+        None => (x_kept, x_kept),
+    };
+    let (want_dx, masked) = (frozen.is_some(), frozen.is_some_and(|f| f.keep.is_some()));
     let s = scale as f32;
     let values = with_cpu_f32s(
-        [dy, x_kept, down, &lora.a, &lora.b],
-        |[dy, x, down, a, b]| {
+        [dy, x_kept, down, &lora.a, &lora.b, frozen_dx, keep],
+        |[dy, x, down, a, b, frozen_dx, keep]| {
             // d_down = s·dy·B [rows, r]
             let mut d_down = vec![0f32; rows * r];
             if !dense_matmul(b, [out_f, r], dy, rows, &mut d_down) {
@@ -102,12 +124,14 @@ pub(crate) fn backward(
             if !dense_matmul(x, [rows, in_f], &d_down_t, r, &mut da) {
                 return None;
             }
-            // dx̃ = d_down·A [rows, in]
+            // dx = frozen dx + (d_down·A) ⊙ keep [rows, in], in one pass
+            // over the product (candle's mul then add: the same roundings).
             let dx = if want_dx {
                 let mut dx = vec![0f32; rows * in_f];
                 if !dense_matmul(a, [r, in_f], &d_down, rows, &mut dx) {
                     return None;
                 }
+                add_frozen_gradient(&mut dx, frozen_dx, masked.then_some(keep));
                 Some(dx)
             } else {
                 None
@@ -130,6 +154,22 @@ pub(crate) fn backward(
             b: Tensor::from_vec(db, (out_f, r), &Device::Cpu)?,
         },
     )))
+}
+
+/// `dx[i] = frozen[i] + dx[i] · keep[i]` (no `keep`: `frozen[i] + dx[i]`).
+fn add_frozen_gradient(dx: &mut [f32], frozen: &[f32], keep: Option<&[f32]>) {
+    match keep {
+        Some(keep) => {
+            for ((d, &f), &k) in dx.iter_mut().zip(frozen).zip(keep) {
+                *d = f + *d * k;
+            }
+        }
+        None => {
+            for (d, &f) in dx.iter_mut().zip(frozen) {
+                *d += f;
+            }
+        }
+    }
 }
 
 /// [rows, in, out, r] where x̃ [rows, in], A [r, in] and B [out, r] agree.
