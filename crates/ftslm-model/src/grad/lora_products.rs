@@ -217,7 +217,13 @@ mod tests {
         assert!(max_diff(&down, &want_down) < 1e-5);
         assert!(max_diff(&y, &want_y) < 1e-5);
 
-        let (dx, grads) = backward(&dy, &x, &down, &lora, scale, true)
+        // The frozen path's gradient and a dropout mask (any values do).
+        let (frozen_dx, keep) = (random((rows, in_f), 6), random((rows, in_f), 7));
+        let frozen = FrozenInputGradient {
+            dx: &frozen_dx,
+            keep: Some(&keep),
+        };
+        let (dx, grads) = backward(&dy, &x, &down, &lora, scale, Some(frozen))
             .unwrap()
             .unwrap();
         let d_down = dy.matmul(&lora.b).unwrap().affine(scale, 0.0).unwrap();
@@ -227,11 +233,21 @@ mod tests {
             .matmul(&down.affine(scale, 0.0).unwrap())
             .unwrap();
         let want_da = d_down.t().unwrap().matmul(&x).unwrap();
-        let want_dx = d_down.matmul(&lora.a).unwrap();
+        let d_kept = d_down.matmul(&lora.a).unwrap();
+        let want_dx = (&frozen_dx + d_kept.mul(&keep).unwrap()).unwrap();
         assert!(max_diff(&grads.b, &want_db) < 1e-4);
         assert!(max_diff(&grads.a, &want_da) < 1e-4);
         assert!(max_diff(&dx.unwrap(), &want_dx) < 1e-5);
-        let (no_dx, _) = backward(&dy, &x, &down, &lora, scale, false)
+        let unmasked = FrozenInputGradient {
+            dx: &frozen_dx,
+            keep: None,
+        };
+        let (dx, _) = backward(&dy, &x, &down, &lora, scale, Some(unmasked))
+            .unwrap()
+            .unwrap();
+        let want_dx = (&frozen_dx + &d_kept).unwrap();
+        assert!(max_diff(&dx.unwrap(), &want_dx) < 1e-5);
+        let (no_dx, _) = backward(&dy, &x, &down, &lora, scale, None)
             .unwrap()
             .unwrap();
         assert!(no_dx.is_none());
