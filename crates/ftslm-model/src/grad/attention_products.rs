@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::error::{ModelError, Result};
 use crate::kernel::{
     dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, sum, transpose, wide_fn,
+    with_cpu_f32s,
 };
 
 /// Query positions per block. A block reads only the keys up to its last
@@ -36,28 +37,33 @@ pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Option<
     let (heads, rows, d) = q.dims3()?;
     let n = k.dim(1)?;
     let group = query_group(rows, n)?;
-    let (q, k, v) = (values(q)?, values(k)?, values(v)?);
-    let mut p = vec![0f32; QUERY_BLOCK * n];
-    let mut context = vec![0f32; heads * rows * d];
-    for h in 0..heads {
-        let (q, k, v) = (
-            part(&q, h, rows * d),
-            part(&k, h, n * d),
-            part(&v, h, n * d),
-        );
-        let context = &mut context[h * rows * d..(h + 1) * rows * d];
-        for block in query_blocks(group, n) {
-            let (b, width) = (block.positions.len(), block.positions.end);
-            let p = &mut p[..b * width];
-            if !probabilities(block.of(q, d), k, &block, [d, n], scale, p) {
-                return Ok(None);
-            }
-            let c = block.of_mut(context, d);
-            if !dense_matmul(&v[..width * d], [width, d], p, b, c) {
-                return Ok(None);
+    // Read in place: `grad::attention` hands them over contiguous, so these
+    // are no copies there.
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let context = with_cpu_f32s([&q, &k, &v], |[q, k, v]| {
+        let mut p = vec![0f32; QUERY_BLOCK * n];
+        let mut context = vec![0f32; heads * rows * d];
+        for h in 0..heads {
+            let (q, k, v) = (part(q, h, rows * d), part(k, h, n * d), part(v, h, n * d));
+            let context = &mut context[h * rows * d..(h + 1) * rows * d];
+            for block in query_blocks(group, n) {
+                let (b, width) = (block.positions.len(), block.positions.end);
+                let p = &mut p[..b * width];
+                if !probabilities(block.of(q, d), k, &block, [d, n], scale, p) {
+                    return None;
+                }
+                let c = block.of_mut(context, d);
+                if !dense_matmul(&v[..width * d], [width, d], p, b, c) {
+                    return None;
+                }
             }
         }
-    }
+        Some(context)
+    })
+    .flatten();
+    let Some(context) = context else {
+        return Ok(None);
+    };
     Ok(Some(Tensor::from_vec(
         context,
         (heads, rows, d),
@@ -141,8 +147,34 @@ pub fn backward(
     let (heads, rows, d) = q.dims3()?;
     let n = k.dim(1)?;
     let group = query_group(rows, n)?;
-    let (q, k, v) = (values(q)?, values(k)?, values(v)?);
-    let d_context = values(d_context)?;
+    let (q, k, v, d_context) = (
+        q.contiguous()?,
+        k.contiguous()?,
+        v.contiguous()?,
+        d_context.contiguous()?,
+    );
+    let gradients = with_cpu_f32s([&q, &k, &v, &d_context], |[q, k, v, d_context]| {
+        backward_values([q, k, v, d_context], [heads, rows, n, d], group, scale)
+    })
+    .flatten();
+    let Some((dq, dk, dv)) = gradients else {
+        return Ok(None);
+    };
+    Ok(Some((
+        Tensor::from_vec(dq, (heads, rows, d), &Device::Cpu)?,
+        Tensor::from_vec(dk, (heads, n, d), &Device::Cpu)?,
+        Tensor::from_vec(dv, (heads, n, d), &Device::Cpu)?,
+    )))
+}
+
+/// [`backward`] on the tensors' values: (dQ, dK, dV), or None where the CPU
+/// has no fast kernel.
+fn backward_values(
+    [q, k, v, d_context]: [&[f32]; 4],
+    [heads, rows, n, d]: [usize; 4],
+    group: usize,
+    scale: f64,
+) -> Option<(Vec<f32>, Vec<f32>, Vec<f32>)> {
     let mut dq = vec![0f32; heads * rows * d];
     let mut dk = vec![0f32; heads * n * d];
     let mut dv = vec![0f32; heads * n * d];
@@ -154,12 +186,8 @@ pub fn backward(
     let mut dv_t = vec![0f32; d * n];
     let mut dk_t = vec![0f32; d * n];
     for h in 0..heads {
-        let (q, k, v) = (
-            part(&q, h, rows * d),
-            part(&k, h, n * d),
-            part(&v, h, n * d),
-        );
-        let d_context = part(&d_context, h, rows * d);
+        let (q, k, v) = (part(q, h, rows * d), part(k, h, n * d), part(v, h, n * d));
+        let d_context = part(d_context, h, rows * d);
         let dq = &mut dq[h * rows * d..(h + 1) * rows * d];
         dv_t.fill(0.0);
         dk_t.fill(0.0);
@@ -168,39 +196,35 @@ pub fn backward(
             let (q_rows, dc) = (block.of(q, d), block.of(d_context, d));
             let (p, ds) = (&mut p[..b * width], &mut ds[..b * width]);
             if !probabilities(q_rows, k, &block, [d, n], scale, p) {
-                return Ok(None);
+                return None;
             }
             // dP = dC·Vᵀ, then dS in place.
             if !dense_matmul_t(&v[..width * d], [width, d], dc, b, ds) {
-                return Ok(None);
+                return None;
             }
             score_gradients(ds, p, width, scale as f32);
             // dQ = dS·K
             if !dense_matmul(&k[..width * d], [width, d], ds, b, block.of_mut(dq, d)) {
-                return Ok(None);
+                return None;
             }
             // dVᵀ += dCᵀ·P and dKᵀ += Qᵀ·dS, [d, width] each.
             let transposed = &mut transposed[..d * b];
             let block_t = &mut block_t[..d * width];
             transpose(dc, b, d, transposed);
             if !dense_matmul(p, [b, width], transposed, d, block_t) {
-                return Ok(None);
+                return None;
             }
             add_columns(block_t, width, &mut dv_t, n);
             transpose(q_rows, b, d, transposed);
             if !dense_matmul(ds, [b, width], transposed, d, block_t) {
-                return Ok(None);
+                return None;
             }
             add_columns(block_t, width, &mut dk_t, n);
         }
         transpose(&dv_t, d, n, &mut dv[h * n * d..(h + 1) * n * d]);
         transpose(&dk_t, d, n, &mut dk[h * n * d..(h + 1) * n * d]);
     }
-    Ok(Some((
-        Tensor::from_vec(dq, (heads, rows, d), &Device::Cpu)?,
-        Tensor::from_vec(dk, (heads, n, d), &Device::Cpu)?,
-        Tensor::from_vec(dv, (heads, n, d), &Device::Cpu)?,
-    )))
+    Some((dq, dk, dv))
 }
 
 /// `sum[r, ..width] += part[r, ..]` for `part` [rows, width] and `sum` [rows, stride].
@@ -216,10 +240,6 @@ fn on_cpu_f32(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// Head `h` of a buffer of heads holding `len` values each.
@@ -301,7 +321,8 @@ mod tests {
             .unwrap()
             .reshape((kv, group * n, n))
             .unwrap();
-        let (q_values, k_values) = (values(&q).unwrap(), values(&k).unwrap());
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (q_values, k_values) = (values(&q), values(&k));
         let mut ours = vec![0f32; kv * group * n * n];
         for (h, p) in ours.chunks_exact_mut(group * n * n).enumerate() {
             let (q, k) = (part(&q_values, h, group * n * d), part(&k_values, h, n * d));
