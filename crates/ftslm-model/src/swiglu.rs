@@ -11,7 +11,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{exp, wide_fn, with_cpu_f32s};
+use crate::kernel::{exp, wide_fn, with_cpu_f32s, written_vec};
 
 /// silu(gate) ⊙ up, shaped as `gate`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -52,24 +52,37 @@ wide_fn! {
     fn swiglu_values(g: &[f32], u: &[f32]) -> Vec<f32> {
         // A `for` loop, not `map(..).collect()`: `collect` is a function of
         // its own, compiled for the baseline (four wide, with a division).
-        let mut a = vec![0f32; g.len()];
-        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-            *a = g * sigmoid(g) * u;
+        assert_eq!(g.len(), u.len());
+        // SAFETY: the zip of three slices of one length writes every value.
+        unsafe {
+            written_vec(g.len(), |a| {
+                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                    a.write(g * sigmoid(g) * u);
+                }
+            })
         }
-        a
     }
 }
 
 wide_fn! {
     /// (∂L/∂g, ∂L/∂u) from ∂L/∂a, g and u of equal lengths.
     fn swiglu_gradients(da: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let mut d_gate = vec![0f32; g.len()];
-        let mut d_up = vec![0f32; g.len()];
-        let outputs = d_gate.iter_mut().zip(d_up.iter_mut());
+        assert!(da.len() == g.len() && u.len() == g.len());
+        let (mut d_gate, mut d_up) = (Vec::with_capacity(g.len()), Vec::with_capacity(g.len()));
+        let outputs = d_gate.spare_capacity_mut()[..g.len()]
+            .iter_mut()
+            .zip(&mut d_up.spare_capacity_mut()[..g.len()]);
         for ((d_gate, d_up), ((&da, &g), &u)) in outputs.zip(da.iter().zip(g).zip(u)) {
             let s = sigmoid(g);
-            *d_up = da * g * s;
-            *d_gate = da * u * s * (1.0 + g * (1.0 - s));
+            d_up.write(da * g * s);
+            d_gate.write(da * u * s * (1.0 + g * (1.0 - s)));
+        }
+        // SAFETY: the loop ran over all g.len() values (the lengths are
+        // equal, asserted above) and wrote both outputs at each; not zeroing
+        // them first is `kernel::written_vec`'s saving.
+        unsafe {
+            d_gate.set_len(g.len());
+            d_up.set_len(g.len());
         }
         (d_gate, d_up)
     }

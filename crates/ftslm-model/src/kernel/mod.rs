@@ -17,8 +17,8 @@ pub(crate) mod vnni;
 mod wide;
 
 pub use exp::exp;
-pub(crate) use wide::wide_fn;
 pub use wide::{dot, max, sum};
+pub(crate) use wide::{wide_fn, written_vec};
 
 /// Whether this CPU runs the AVX-512 kernels (checked once, then cached).
 #[inline]
