@@ -6,6 +6,7 @@
 pub mod adapter_io;
 pub mod attention;
 pub mod config;
+pub mod dropout;
 pub mod error;
 pub mod frozen_gguf;
 pub mod frozen_linear;
@@ -30,9 +31,10 @@ pub mod swiglu;
 mod test_support;
 
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
+pub use dropout::{DropoutMask, LoraDropout};
 pub use error::{ModelError, Result};
 pub use frozen_linear::{DenseF32, DenseWeight, FrozenFormat, FrozenWeight, SharedInput};
 pub use llama::{DecoderLayer, KvCache, LlamaModel};
 pub use loader::{NamedTensors, SafetensorsCheckpoint, WeightSource};
-pub use lora::{LoraAdapter, LoraDropout, LoraSettings, LoraWeights, Projection};
+pub use lora::{LoraAdapter, LoraSettings, LoraWeights, Projection};
 pub use loss::{chunked_nll, masked_mean_nll, masked_nll, TokenNll};

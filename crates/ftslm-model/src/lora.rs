@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 
 use crate::config::LlamaConfig;
+pub use crate::dropout::LoraDropout;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::FrozenWeight;
 
@@ -294,51 +295,6 @@ pub fn kaiming_uniform_bound(fan_in: usize, a: f64) -> f64 {
     (6.0 / ((1.0 + a * a) * fan_in as f64)).sqrt()
 }
 
-/// The seedable source of LoRA dropout masks in training; inference passes none.
-#[derive(Debug, Clone)]
-pub struct LoraDropout {
-    p: f32,
-    rng: ChaCha8Rng,
-}
-
-impl LoraDropout {
-    pub fn new(p: f64, seed: u64) -> Self {
-        LoraDropout {
-            p: p as f32,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-
-    /// A mask of the given shape holding 0 (dropped) or 1/(1-p) (kept), or
-    /// None when p is 0 so that no work is spent on an identity.
-    pub fn mask(&mut self, dims: &[usize], device: &Device) -> Result<Option<Tensor>> {
-        if self.p <= 0.0 {
-            return Ok(None);
-        }
-        let keep_value = 1.0 / (1.0 - self.p);
-        let count: usize = dims.iter().product();
-        let threshold = drop_threshold(self.p);
-        // The stream in blocks, as successive next_u32 calls would give it
-        // (a call per value was most of the mask's cost), then one pass that
-        // vectorises.
-        let mut words = vec![0u32; count];
-        self.rng.fill(&mut words[..]);
-        let values: Vec<f32> = words
-            .iter()
-            .map(|&w| if w >> 8 < threshold { 0.0 } else { keep_value })
-            .collect();
-        Ok(Some(Tensor::from_vec(values, dims, device)?))
-    }
-}
-
-/// The integer form of `rng.random::<f32>() < p`: rand draws that f32 as
-/// `(next_u32 >> 8) · 2⁻²⁴`, exactly, so it is below p exactly when the
-/// 24-bit integer is below ⌈p · 2²⁴⌉. The masks stay those of the float
-/// comparison (and of every adapter trained before) without a conversion per value.
-fn drop_threshold(p: f32) -> u32 {
-    (f64::from(p) * f64::from(1u32 << 24)).ceil() as u32
-}
-
 /// What one decoder layer's projections add on top of their frozen weights.
 pub struct LayerLora<'a> {
     adapter: Option<&'a LoraAdapter>,
@@ -379,38 +335,5 @@ impl<'a> LayerLora<'a> {
         };
         let delta = weights.delta(x, keep.as_ref(), adapter.scale())?;
         Ok((y + delta)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::RngCore;
-
-    use super::*;
-
-    /// The integer threshold drops exactly the values the float comparison
-    /// `random::<f32>() < p` drops, for the same stream.
-    #[test]
-    fn dropout_masks_are_those_of_the_float_comparison() {
-        for p in [0.1f32, 0.05, 0.5, 0.3333] {
-            let mut dropout = LoraDropout::new(f64::from(p), 7);
-            let mut rng = ChaCha8Rng::seed_from_u64(7);
-            // Two masks of odd sizes: the second continues the stream where
-            // the first left it.
-            for dims in [[64, 97], [3, 5]] {
-                let mask = dropout.mask(&dims, &Device::Cpu).unwrap().unwrap();
-                let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let want: Vec<bool> = (0..mask.len()).map(|_| rng.random::<f32>() < p).collect();
-                let dropped: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
-                assert_eq!(dropped, want, "p = {p}, {dims:?}");
-            }
-            assert_eq!(dropout.rng.next_u32(), rng.next_u32(), "p = {p}");
-        }
-        let mut dropout = LoraDropout::new(0.5, 7);
-        let mask = dropout.mask(&[64, 97], &Device::Cpu).unwrap().unwrap();
-        let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(mask.contains(&0.0) && mask.contains(&2.0));
-        // At the edge: a 24-bit value equal to p·2²⁴ is not below p.
-        assert_eq!(drop_threshold(0.5), 1 << 23);
     }
 }

@@ -22,7 +22,8 @@ use ftslm_model::mlp::Mlp;
 use ftslm_model::norm::RmsNorm;
 use ftslm_model::rope::{RopeTables, RotaryEmbedding};
 use ftslm_model::{
-    DecoderLayer, FrozenWeight, LoraWeights, ModelError, Projection, RopeConfig, RopeScaling,
+    DecoderLayer, DropoutMask, FrozenWeight, LoraWeights, ModelError, Projection, RopeConfig,
+    RopeScaling,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,12 +77,11 @@ impl Random {
         }
     }
     /// Dropout p = 0.5: entries 0 or 2.
-    fn keep(&mut self, dims: &[usize]) -> Tensor {
+    /// A p = 0.5 dropout mask: kept values doubled.
+    fn keep(&mut self, dims: &[usize]) -> DropoutMask {
         let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|_| if self.0.random::<bool>() { 2.0 } else { 0.0 })
-            .collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+        let kept: Vec<u8> = (0..n).map(|_| u8::from(self.0.random::<bool>())).collect();
+        DropoutMask::new(Tensor::from_vec(kept, dims, &Device::Cpu).unwrap(), 2.0).unwrap()
     }
 }
 
@@ -181,7 +181,7 @@ fn linear_with_lora_and_dropout() {
     fn adapted<'a>(
         base: &'a dyn FrozenWeight,
         lora: &'a LoraWeights,
-        keep: &'a Tensor,
+        keep: &'a DropoutMask,
     ) -> AdaptedLinear<'a> {
         AdaptedLinear {
             base,
@@ -263,7 +263,7 @@ fn mlp(rng: &mut Random, hidden: usize, intermediate: usize) -> Mlp {
 }
 
 type Adapted = Vec<(Projection, LoraWeights)>;
-type Masks = Vec<(Projection, Tensor)>;
+type Masks = Vec<(Projection, DropoutMask)>;
 
 /// LoRA r=2 with dropout masks on every projection of `which`.
 fn adapter_weights(
@@ -284,7 +284,7 @@ fn adapter_weights(
 
 fn layer_adapter<'a>(
     weights: &'a [(Projection, LoraWeights)],
-    keeps: &[(Projection, Tensor)],
+    keeps: &[(Projection, DropoutMask)],
 ) -> LayerAdapter<'a> {
     let mut lora = LayerAdapter::none();
     lora.scale = 1.5;

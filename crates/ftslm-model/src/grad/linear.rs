@@ -9,6 +9,7 @@
 
 use candle_core::Tensor;
 
+use crate::dropout::DropoutMask;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenWeight, SharedInput};
 use crate::grad::lora_products::{self, FrozenInputGradient};
@@ -23,7 +24,7 @@ pub struct LayerAdapter<'a> {
     pub weights: [Option<&'a LoraWeights>; 7],
     pub scale: f64,
     /// [rows, in] per adapted projection; None means no dropout.
-    pub keep: [Option<Tensor>; 7],
+    pub keep: [Option<DropoutMask>; 7],
 }
 
 impl<'a> LayerAdapter<'a> {
@@ -74,7 +75,7 @@ pub struct AdaptedLinear<'a> {
     pub lora: Option<&'a LoraWeights>,
     pub scale: f64,
     /// [rows, in]
-    pub keep: Option<&'a Tensor>,
+    pub keep: Option<&'a DropoutMask>,
 }
 
 /// What the backward needs from the forward. The frozen path needs nothing
@@ -110,7 +111,7 @@ impl AdaptedLinear<'_> {
             return Ok((y, LinearCache { lora: None }));
         };
         let x_kept = match self.keep {
-            Some(keep) => x.mul(keep)?,
+            Some(keep) => keep.apply(x)?,
             None => x.clone(),
         };
         let (y, down) = match lora_products::forward(&y, &x_kept, lora, self.scale)? {
@@ -176,7 +177,7 @@ impl AdaptedLinear<'_> {
         let dx = match (dx_base, d_kept) {
             (Some(dx_base), Some(d_kept)) => {
                 let d_kept = match self.keep {
-                    Some(keep) => d_kept.mul(keep)?,
+                    Some(keep) => keep.apply(&d_kept)?,
                     None => d_kept,
                 };
                 Some((dx_base + d_kept)?)

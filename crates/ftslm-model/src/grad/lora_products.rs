@@ -11,6 +11,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::dropout::{factor, DropoutMask};
 use crate::error::Result;
 use crate::kernel::{dense_matmul, transpose, with_cpu_f32s};
 use crate::lora::LoraWeights;
@@ -64,7 +65,7 @@ pub(crate) fn forward(
 #[derive(Clone, Copy)]
 pub(crate) struct FrozenInputGradient<'a> {
     pub dx: &'a Tensor,
-    pub keep: Option<&'a Tensor>,
+    pub keep: Option<&'a DropoutMask>,
 }
 
 /// (dx = frozen dx + dx̃ ⊙ keep when `frozen` is given, the gradients of A
@@ -90,56 +91,27 @@ pub(crate) fn backward(
             return Ok(None);
         }
     }
-    // Where there is no mask, x̃ stands in for it (unread): the closure
-    // takes a fixed number of tensors.
-    let (frozen_dx, keep) = match frozen {
-        Some(frozen) => (frozen.dx, frozen.keep.unwrap_or(x_kept)),
-        None => (x_kept, x_kept),
-    };
-    let (want_dx, masked) = (frozen.is_some(), frozen.is_some_and(|f| f.keep.is_some()));
+    // Where there is no frozen gradient, x̃ stands in for it (unread): the
+    // closure takes a fixed number of tensors.
+    let frozen_dx = frozen.map_or(x_kept, |f| f.dx);
+    let keep = frozen.and_then(|f| f.keep);
+    let want_dx = frozen.is_some();
     let s = scale as f32;
-    let values = with_cpu_f32s(
-        [dy, x_kept, down, &lora.a, &lora.b, frozen_dx, keep],
-        |[dy, x, down, a, b, frozen_dx, keep]| {
-            // d_down = s·dy·B [rows, r]
-            let mut d_down = vec![0f32; rows * r];
-            if !dense_matmul(b, [out_f, r], dy, rows, &mut d_down) {
-                return None;
-            }
-            d_down.iter_mut().for_each(|v| *v *= s);
-            // dBᵀ = (s·down)ᵀ·dy [r, out]
-            let mut scaled_down_t = vec![0f32; r * rows];
-            transpose(down, rows, r, &mut scaled_down_t);
-            scaled_down_t.iter_mut().for_each(|v| *v *= s);
-            let mut db_t = vec![0f32; r * out_f];
-            if !dense_matmul(dy, [rows, out_f], &scaled_down_t, r, &mut db_t) {
-                return None;
-            }
-            let mut db = vec![0f32; out_f * r];
-            transpose(&db_t, r, out_f, &mut db);
-            // dA = d_downᵀ·x̃ [r, in]
-            let mut d_down_t = vec![0f32; r * rows];
-            transpose(&d_down, rows, r, &mut d_down_t);
-            let mut da = vec![0f32; r * in_f];
-            if !dense_matmul(x, [rows, in_f], &d_down_t, r, &mut da) {
-                return None;
-            }
-            // dx = frozen dx + (d_down·A) ⊙ keep [rows, in], in one pass
-            // over the product (candle's mul then add: the same roundings).
-            let dx = if want_dx {
-                let mut dx = vec![0f32; rows * in_f];
-                if !dense_matmul(a, [r, in_f], &d_down, rows, &mut dx) {
-                    return None;
-                }
-                add_frozen_gradient(&mut dx, frozen_dx, masked.then_some(keep));
-                Some(dx)
-            } else {
-                None
-            };
-            Some((dx, da, db))
-        },
-    )
-    .flatten();
+    let run = |kept: Option<&[u8]>| {
+        with_cpu_f32s(
+            [dy, x_kept, down, &lora.a, &lora.b, frozen_dx],
+            |[dy, x, down, a, b, frozen_dx]| {
+                let keep = kept.zip(keep.map(DropoutMask::scale));
+                let values = [dy, x, down, a, b, frozen_dx];
+                backward_values(values, [rows, in_f, out_f, r], s, want_dx, keep)
+            },
+        )
+        .flatten()
+    };
+    let values = match keep {
+        Some(keep) => keep.with_kept(|kept| run(Some(kept))).flatten(),
+        None => run(None),
+    };
     let Some((dx, da, db)) = values else {
         return Ok(None);
     };
@@ -156,12 +128,59 @@ pub(crate) fn backward(
     )))
 }
 
-/// `dx[i] = frozen[i] + dx[i] · keep[i]` (no `keep`: `frozen[i] + dx[i]`).
-fn add_frozen_gradient(dx: &mut [f32], frozen: &[f32], keep: Option<&[f32]>) {
+/// [`backward`] on the tensors' values: (dx when `want_dx`, dA, dB).
+fn backward_values(
+    [dy, x, down, a, b, frozen_dx]: [&[f32]; 6],
+    [rows, in_f, out_f, r]: [usize; 4],
+    s: f32,
+    want_dx: bool,
+    keep: Option<(&[u8], f32)>,
+) -> Option<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+    // d_down = s·dy·B [rows, r]
+    let mut d_down = vec![0f32; rows * r];
+    if !dense_matmul(b, [out_f, r], dy, rows, &mut d_down) {
+        return None;
+    }
+    d_down.iter_mut().for_each(|v| *v *= s);
+    // dBᵀ = (s·down)ᵀ·dy [r, out]
+    let mut scaled_down_t = vec![0f32; r * rows];
+    transpose(down, rows, r, &mut scaled_down_t);
+    scaled_down_t.iter_mut().for_each(|v| *v *= s);
+    let mut db_t = vec![0f32; r * out_f];
+    if !dense_matmul(dy, [rows, out_f], &scaled_down_t, r, &mut db_t) {
+        return None;
+    }
+    let mut db = vec![0f32; out_f * r];
+    transpose(&db_t, r, out_f, &mut db);
+    // dA = d_downᵀ·x̃ [r, in]
+    let mut d_down_t = vec![0f32; r * rows];
+    transpose(&d_down, rows, r, &mut d_down_t);
+    let mut da = vec![0f32; r * in_f];
+    if !dense_matmul(x, [rows, in_f], &d_down_t, r, &mut da) {
+        return None;
+    }
+    // dx = frozen dx + (d_down·A) ⊙ keep [rows, in], in one pass
+    // over the product (candle's mul then add: the same roundings).
+    let dx = if want_dx {
+        let mut dx = vec![0f32; rows * in_f];
+        if !dense_matmul(a, [r, in_f], &d_down, rows, &mut dx) {
+            return None;
+        }
+        add_frozen_gradient(&mut dx, frozen_dx, keep);
+        Some(dx)
+    } else {
+        None
+    };
+    Some((dx, da, db))
+}
+
+/// `dx[i] = frozen[i] + dx[i] · keep[i]` with `keep[i]` 0 or the mask's
+/// scale (no `keep`: `frozen[i] + dx[i]`).
+fn add_frozen_gradient(dx: &mut [f32], frozen: &[f32], keep: Option<(&[u8], f32)>) {
     match keep {
-        Some(keep) => {
-            for ((d, &f), &k) in dx.iter_mut().zip(frozen).zip(keep) {
-                *d = f + *d * k;
+        Some((kept, scale)) => {
+            for ((d, &f), &k) in dx.iter_mut().zip(frozen).zip(kept) {
+                *d = f + *d * factor(k, scale);
             }
         }
         None => {
@@ -184,6 +203,8 @@ fn shapes(x_kept: &Tensor, lora: &LoraWeights) -> Option<[usize; 4]> {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::DType;
+
     use super::*;
     use crate::test_support::{max_diff, random_tensor as random};
 
@@ -217,8 +238,11 @@ mod tests {
         assert!(max_diff(&down, &want_down) < 1e-5);
         assert!(max_diff(&y, &want_y) < 1e-5);
 
-        // The frozen path's gradient and a dropout mask (any values do).
-        let (frozen_dx, keep) = (random((rows, in_f), 6), random((rows, in_f), 7));
+        // The frozen path's gradient and a dropout mask.
+        let frozen_dx = random((rows, in_f), 6);
+        let kept: Vec<u8> = (0..rows * in_f).map(|i| u8::from(i % 3 != 0)).collect();
+        let kept = Tensor::from_vec(kept, (rows, in_f), &Device::Cpu).unwrap();
+        let keep = DropoutMask::new(kept, 1.25).unwrap();
         let frozen = FrozenInputGradient {
             dx: &frozen_dx,
             keep: Some(&keep),
@@ -234,7 +258,8 @@ mod tests {
             .unwrap();
         let want_da = d_down.t().unwrap().matmul(&x).unwrap();
         let d_kept = d_down.matmul(&lora.a).unwrap();
-        let want_dx = (&frozen_dx + d_kept.mul(&keep).unwrap()).unwrap();
+        let factors = keep.factors(DType::F32).unwrap();
+        let want_dx = (&frozen_dx + d_kept.mul(&factors).unwrap()).unwrap();
         assert!(max_diff(&grads.b, &want_db) < 1e-4);
         assert!(max_diff(&grads.a, &want_da) < 1e-4);
         assert!(max_diff(&dx.unwrap(), &want_dx) < 1e-5);

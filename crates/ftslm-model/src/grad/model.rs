@@ -243,7 +243,8 @@ fn layer_adapter<'a>(
         for projection in Projection::ALL {
             if lora.weights[projection.index()].is_some() {
                 let (_, in_features) = projection.shape(config);
-                lora.keep[projection.index()] = dropout.mask(&[tokens, in_features], device)?;
+                lora.keep[projection.index()] =
+                    dropout.dropout_mask(&[tokens, in_features], device)?;
             }
         }
     }

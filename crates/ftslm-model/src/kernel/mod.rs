@@ -134,6 +134,19 @@ pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R
     }
 }
 
+/// [`with_cpu_f32`] for a u8 tensor.
+pub fn with_cpu_u8<R>(tensor: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(cpu) => cpu
+            .as_slice::<u8>()
+            .ok()
+            .map(|values| f(&values[start..end])),
+        _ => None,
+    }
+}
+
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, in 16 × 16 tiles: a
 /// row at a time, each value was written to another cache line.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
