@@ -128,6 +128,9 @@ pub(crate) fn backward(
     )))
 }
 
+/// dx (when asked for), dA and dB as values.
+type BackwardValues = (Option<Vec<f32>>, Vec<f32>, Vec<f32>);
+
 /// [`backward`] on the tensors' values: (dx when `want_dx`, dA, dB).
 fn backward_values(
     [dy, x, down, a, b, frozen_dx]: [&[f32]; 6],
@@ -135,7 +138,7 @@ fn backward_values(
     s: f32,
     want_dx: bool,
     keep: Option<(&[u8], f32)>,
-) -> Option<(Option<Vec<f32>>, Vec<f32>, Vec<f32>)> {
+) -> Option<BackwardValues> {
     // d_down = s·dy·B [rows, r]
     let mut d_down = vec![0f32; rows * r];
     if !dense_matmul(b, [out_f, r], dy, rows, &mut d_down) {
