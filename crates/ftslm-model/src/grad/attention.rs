@@ -38,9 +38,15 @@ struct SegmentCache {
     k: Tensor,
     /// [kv_heads, n, head_dim]
     v: Tensor,
-    /// softmax probabilities [kv_heads, group·n, n], kept only where
-    /// `attention_products` did not run (it recomputes them)
-    probs: Option<Tensor>,
+    /// softmax probabilities: the kernels' causal blocks, or candle's
+    /// [kv_heads, group·n, n] where those did not run
+    probs: SavedProbabilities,
+}
+
+#[derive(Debug, Clone)]
+enum SavedProbabilities {
+    Kernels(attention_products::Probabilities),
+    Candle(Tensor),
 }
 
 /// x [tokens, hidden] → [tokens, hidden] and the cache. `segments` are the
@@ -74,7 +80,7 @@ pub fn attention_forward(
         let k = head_major(&k, start, n)?; // [kv_heads, n, head_dim]
         let v = head_major(&v, start, n)?;
         let (probs, context) = match attention_products::forward(&q, &k, &v, scale)? {
-            Some(context) => (None, context),
+            Some((context, probs)) => (SavedProbabilities::Kernels(probs), context),
             None => {
                 let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, n]
                 let mask = causal_mask(n, n, x.dtype(), x.device())?; // [n, n]
@@ -83,7 +89,7 @@ pub fn attention_forward(
                     .broadcast_add(&mask)?;
                 let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, n))?;
                 let context = probs.matmul(&v)?; // [kv_heads, group·n, head_dim]
-                (Some(probs), context)
+                (SavedProbabilities::Candle(probs), context)
             }
         };
         contexts.push(token_major(&context, heads, n, head_dim)?);
@@ -138,14 +144,16 @@ pub fn attention_backward(
         let (start, n) = (segment.start, segment.len());
         let dc = head_major(&d_context, start, n)?.reshape((kv_heads, group * n, head_dim))?;
         let (dq, dk, dv) = match &saved.probs {
-            Some(probs) => candle_backward(saved, probs, &dc, scale)?,
-            None => attention_products::backward(&saved.q, &saved.k, &saved.v, &dc, scale)?
-                .ok_or_else(|| {
-                    ModelError::Input(
-                        "internal: attention's forward ran on the CPU kernels but its backward cannot"
-                            .into(),
-                    )
-                })?,
+            SavedProbabilities::Candle(probs) => candle_backward(saved, probs, &dc, scale)?,
+            SavedProbabilities::Kernels(probs) => {
+                attention_products::backward(&saved.q, &saved.k, &saved.v, probs, &dc, scale)?
+                    .ok_or_else(|| {
+                        ModelError::Input(
+                    "internal: attention's forward ran on the CPU kernels but its backward cannot"
+                        .into(),
+                )
+                    })?
+            }
         };
         dqs.push(token_major(&dq, heads, n, head_dim)?);
         dks.push(dk.transpose(0, 1)?); // [n, kv_heads, head_dim]
