@@ -101,8 +101,19 @@ impl Nf4Tensor {
             // SAFETY: this function's features are the callee's.
             unsafe { scaled_codes(&codes, table, absmax[o] * inverse) }
         };
+        // The strip's codes lie one row of W apart: each pair of rows reads
+        // two cache lines the prefetchers did not foresee. Ask for them
+        // PREFETCH_ROWS rows ahead.
+        const PREFETCH_ROWS: usize = 16;
         for (pair, row) in strip.pairs.chunks_exact_mut(2 * NR).enumerate() {
             let o = 2 * pair;
+            for ahead in [o + PREFETCH_ROWS, o + PREFETCH_ROWS + 1] {
+                if ahead < out_features {
+                    let at = (ahead * in_features + first) / 2;
+                    // SAFETY: a prefetch of a byte inside `packed` (ahead is a row).
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(self.packed.as_ptr().add(at).cast()) };
+                }
+            }
             for half in 0..2 {
                 let even = decode(o, half);
                 let odd = decode(o + 1, half);
