@@ -27,6 +27,12 @@ impl DropoutMask {
                 kept.dtype()
             )));
         }
+        let values = kept.flatten_all()?.to_vec1::<u8>()?;
+        if let Some(bad) = values.iter().find(|&&v| v > 1) {
+            return Err(ModelError::Input(format!(
+                "a dropout mask holds 0 (dropped) and 1 (kept), not {bad}"
+            )));
+        }
         Ok(DropoutMask { kept, scale })
     }
 
@@ -66,8 +72,8 @@ impl DropoutMask {
         Ok(x.mul(&self.factors(x.dtype())?)?)
     }
 
-    /// Runs `f` on the mask's bytes (and the scale) where they lie in CPU
-    /// memory, contiguous; None otherwise.
+    /// Runs `f` on the mask's bytes where they lie in CPU memory,
+    /// contiguous; None otherwise.
     pub(crate) fn with_kept<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         kernel::with_cpu_u8(&self.kept, f)
     }
@@ -135,8 +141,11 @@ impl LoraDropout {
         let mut words = vec![0u32; count];
         self.rng.fill(&mut words[..]);
         let kept = kept_bytes(&words, drop_threshold(self.p));
-        let kept = Tensor::from_vec(kept, dims, device)?;
-        DropoutMask::new(kept, 1.0 / (1.0 - self.p)).map(Some)
+        // 0s and 1s by construction, so `DropoutMask::new`'s check is skipped.
+        Ok(Some(DropoutMask {
+            kept: Tensor::from_vec(kept, dims, device)?,
+            scale: 1.0 / (1.0 - self.p),
+        }))
     }
 
     /// [`LoraDropout::dropout_mask`] as factors: 0 (dropped) or 1/(1-p) (kept).
@@ -199,21 +208,9 @@ mod tests {
             .unwrap();
         let values: Vec<f32> = (0..7 * 37).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let x = Tensor::from_vec(values, (7, 37), &Device::Cpu).unwrap();
-        let factors = mask.factors(DType::F32).unwrap();
-        let want = x
-            .mul(&factors)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let got = mask
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let values = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = values(x.mul(&mask.factors(DType::F32).unwrap()).unwrap());
+        let got = values(mask.apply(&x).unwrap());
         assert_eq!(got, want);
         assert!(want.contains(&0.0) && want.iter().any(|&v| v != 0.0));
         let x64 = x.to_dtype(DType::F64).unwrap();
@@ -222,5 +219,7 @@ mod tests {
         assert!(mask.apply(&x.narrow(0, 0, 6).unwrap()).is_err());
         let floats = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         assert!(DropoutMask::new(floats, 2.0).is_err());
+        let twos = Tensor::from_vec(vec![0u8, 1, 2], 3, &Device::Cpu).unwrap();
+        assert!(DropoutMask::new(twos, 2.0).is_err());
     }
 }

@@ -123,24 +123,23 @@ pub fn flush_subnormal(value: f32) -> f32 {
 /// Runs `f` on the values of a contiguous f32 tensor in CPU memory without
 /// copying them; None for any other tensor.
 pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = tensor.storage_and_layout();
-    let (start, end) = layout.contiguous_offsets()?;
-    match &*storage {
-        Storage::Cpu(cpu) => cpu
-            .as_slice::<f32>()
-            .ok()
-            .map(|values| f(&values[start..end])),
-        _ => None,
-    }
+    with_cpu_values(tensor, f)
 }
 
 /// [`with_cpu_f32`] for a u8 tensor.
 pub fn with_cpu_u8<R>(tensor: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    with_cpu_values(tensor, f)
+}
+
+fn with_cpu_values<T: candle_core::WithDType, R>(
+    tensor: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> Option<R> {
     let (storage, layout) = tensor.storage_and_layout();
     let (start, end) = layout.contiguous_offsets()?;
     match &*storage {
         Storage::Cpu(cpu) => cpu
-            .as_slice::<u8>()
+            .as_slice::<T>()
             .ok()
             .map(|values| f(&values[start..end])),
         _ => None,
