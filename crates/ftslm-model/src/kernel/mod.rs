@@ -188,9 +188,19 @@ pub fn dense_matmul_t(w: &[f32], shape: [usize; 2], x: &[f32], rows: usize, y: &
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         let [out_features, in_features] = shape;
-        debug_assert_eq!(w.len(), out_features * in_features);
-        debug_assert_eq!(x.len(), rows * in_features);
-        debug_assert_eq!(y.len(), rows * out_features);
+        // The kernels index raw pointers from these lengths: a wrong shape
+        // must stop here in every build, not read past a buffer.
+        assert_eq!(w.len(), out_features * in_features, "W is not {shape:?}");
+        assert_eq!(
+            x.len(),
+            rows * in_features,
+            "x is not [{rows}, {in_features}]"
+        );
+        assert_eq!(
+            y.len(),
+            rows * out_features,
+            "y is not [{rows}, {out_features}]"
+        );
         let xt = avx512::TokenPanels::pack(x, rows, in_features);
         let threads = worker_count(rows, shape, out_features.div_ceil(avx512::MR));
         if threads == 1 {
@@ -215,9 +225,18 @@ pub fn dense_matmul(w: &[f32], shape: [usize; 2], dy: &[f32], rows: usize, dx: &
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         let [out_features, in_features] = shape;
-        debug_assert_eq!(w.len(), out_features * in_features);
-        debug_assert_eq!(dy.len(), rows * out_features);
-        debug_assert_eq!(dx.len(), rows * in_features);
+        // As in dense_matmul_t: checked in every build before raw indexing.
+        assert_eq!(w.len(), out_features * in_features, "W is not {shape:?}");
+        assert_eq!(
+            dy.len(),
+            rows * out_features,
+            "dy is not [{rows}, {out_features}]"
+        );
+        assert_eq!(
+            dx.len(),
+            rows * in_features,
+            "dx is not [{rows}, {in_features}]"
+        );
         let threads = worker_count(rows, shape, in_features.div_ceil(avx512::NR));
         if threads == 1 {
             avx512::dense_matmul_cols(w, shape, dy, rows, 0..in_features, dx);
