@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ftslm_config::LossOn;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -294,6 +295,9 @@ pub struct ModelArgs {
     /// How to hold the frozen base: in its stored precision, or re-quantized to NF4
     #[arg(long, value_enum, default_value_t = QuantizeArg::Stored)]
     pub quantize: QuantizeArg,
+    /// Use --adapter with a base other than the one its ftslm_task.json names
+    #[arg(long, requires = "adapter")]
+    pub allow_other_base: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -354,9 +358,14 @@ pub struct ExtractArgs {
     /// One JSON object per input, with its id/line, on stdout
     #[arg(long)]
     pub json: bool,
-    /// The instruction before each narrative (the one the training data uses)
-    #[arg(long, default_value = ftslm_data::synth::INSTRUCTION)]
-    pub instruction: String,
+    /// The instruction before each narrative [default: the adapter's
+    /// ftslm_task.json, else the medical task's]
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// The system prompt [default: the adapter's ftslm_task.json, else the
+    /// medical task's]
+    #[arg(long)]
+    pub system_prompt: Option<String>,
     #[command(flatten)]
     pub decoding: ExtractionArgs,
 }
@@ -383,6 +392,10 @@ pub struct EvalArgs {
     /// Longest reference example, in tokens, for the answer loss
     #[arg(long, default_value_t = 2048)]
     pub max_seq_length: usize,
+    /// The system prompt [default: the adapter's ftslm_task.json, else the
+    /// medical task's]
+    #[arg(long)]
+    pub system_prompt: Option<String>,
     #[command(flatten)]
     pub decoding: ExtractionArgs,
 }
@@ -409,12 +422,6 @@ pub enum MergeDtype {
     F32,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum LossOn {
-    All,
-    Answer,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Training throughput and peak memory on the bench settings
@@ -429,7 +436,7 @@ pub enum BenchCommand {
         batch_size: usize,
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        #[arg(long, value_enum, default_value = "all")]
+        #[arg(long, default_value = "all", value_parser = loss_on)]
         loss_on: LossOn,
         #[arg(long)]
         json: bool,
@@ -603,4 +610,9 @@ pub struct MetricsArgs {
     pub run: PathBuf,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--loss-on`: the configuration's `dataset.loss_on` values.
+fn loss_on(value: &str) -> Result<LossOn, String> {
+    LossOn::from_name(value).ok_or_else(|| format!("expected one of {}", LossOn::NAMES.join(", ")))
 }

@@ -7,8 +7,8 @@ use crate::schema::{KeyDef, Lit, ValueKind};
 const POSITIVE: ValueKind = ValueKind::Int { min: 1 };
 const NON_NEGATIVE: ValueKind = ValueKind::Int { min: 0 };
 
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a medical information extraction assistant. \
-     Extract structured cancer-related entities from clinical text.";
+/// The medical task's prompt is defined once, beside its fields and instruction.
+pub use ftslm_data::SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT;
 
 /// The table of known keys.
 pub static SCHEMA: &[KeyDef] = &[
@@ -41,8 +41,10 @@ pub static SCHEMA: &[KeyDef] = &[
     KeyDef::new(
         "dataset.packing",
         ValueKind::Bool,
-        Lit::Bool(true),
-        "Pack several examples into one sequence (no attention across them) instead of padding",
+        Lit::Bool(false),
+        "Pack several examples into one row of up to max_seq_length tokens (no attention \
+         across them); a batch is then per_device_train_batch_size such rows, not that many \
+         records. Off (as in TRL and the original system): records are grouped by length",
     ),
     KeyDef::new(
         "dataset.loss_on",

@@ -16,13 +16,36 @@ pub struct ModelSettings {
     pub name: String,
 }
 
+/// Which tokens the loss covers (`dataset.loss_on`); the trainer, the bench
+/// and the command line all use this one type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossOn {
-    /// The assistant answer and the end-of-turn token.
+    /// The assistant answer and the end-of-turn token (the answer mask).
     Answer,
-    /// Every token, prompt included.
+    /// Every token of an example but its first, which nothing predicts.
     All,
+}
+
+impl LossOn {
+    pub const NAMES: [&'static str; 2] = ["answer", "all"];
+
+    /// The YAML spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossOn::Answer => "answer",
+            LossOn::All => "all",
+        }
+    }
+
+    /// The value of a YAML spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "answer" => Some(LossOn::Answer),
+            "all" => Some(LossOn::All),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -49,23 +72,27 @@ pub struct LoraSettings {
     pub use_rslora: bool,
 }
 
-impl LoraSettings {
-    /// The factor the adapter's output is multiplied by.
-    pub fn scaling(&self) -> f64 {
-        if self.use_rslora {
-            self.lora_alpha / (self.r as f64).sqrt()
-        } else {
-            self.lora_alpha / self.r as f64
-        }
-    }
-}
-
+/// `training.lr_scheduler_type`, as transformers' `get_scheduler` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedulerType {
+    /// Linear warmup, then half a cosine wave down to 0 at the last step.
     Cosine,
+    /// Linear warmup, then linear decay to 0 at the last step.
     Linear,
+    /// Linear warmup, then constant (transformers' `constant_with_warmup`;
+    /// with `warmup_steps: 0` it is plain `constant`).
     Constant,
+}
+
+impl LrSchedulerType {
+    pub fn name(self) -> &'static str {
+        match self {
+            LrSchedulerType::Linear => "linear",
+            LrSchedulerType::Cosine => "cosine",
+            LrSchedulerType::Constant => "constant",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

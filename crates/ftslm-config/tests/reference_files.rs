@@ -99,7 +99,7 @@ fn reference_files_give_typed_sections() {
     assert_eq!(training.gradient_accumulation_steps, 4);
     assert_eq!(training.max_steps_limit(), None);
     let lora = config.lora().unwrap();
-    assert_eq!(lora.scaling(), 2.0);
+    assert_eq!((lora.lora_alpha, lora.r), (32.0, 16));
     let aws = config.aws().unwrap();
     assert_eq!(aws.ec2.instance_id, None);
     assert_eq!(aws.ebs.size_gb, 100);

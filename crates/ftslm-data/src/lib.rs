@@ -11,6 +11,7 @@ pub mod example;
 pub mod record;
 pub mod stats;
 pub mod synth;
+pub mod task;
 pub mod tokenize;
 pub mod validate;
 
@@ -18,3 +19,4 @@ pub use example::TokenizedExample;
 pub use record::{
     Answer, ChatMessage, InstructionRecord, Record, MEDICAL_IE_FIELDS, SYSTEM_PROMPT,
 };
+pub use task::{TaskShape, TrainedTask, TASK_FILE};

@@ -23,6 +23,7 @@ use crate::gguf_tokenizer::GgufTokenizer;
 use crate::inspect::rope_scaling_json;
 use crate::json_fields::read_object;
 use crate::llama::{DecoderLayer, LlamaModel};
+use crate::loader::files::ModelFiles;
 use crate::loader::gguf::{load_gguf, ConfigSource, GgufBase, GgufMetadata};
 use crate::loader::safetensors::SINGLE_FILE;
 use crate::lora::{LoraAdapter, Projection};
@@ -104,23 +105,17 @@ pub fn merge_to_dir(
 ) -> Result<MergeSummary> {
     check_out(out)?;
     let device = Device::Cpu;
-    let is_gguf = model.is_file()
-        && model
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-    if is_gguf {
-        let (base, metadata) = load_gguf(model, GgufBase::F32, &device)?;
-        let lora = LoraAdapter::load_peft(adapter, base.config(), &device)?;
-        write_merged(&base, Some(&lora), BaseFiles::Gguf(&metadata), out, dtype)
-    } else if model.is_file() {
-        Err(ModelError::Unsupported {
-            path: model.to_path_buf(),
-            problem: "is a file but not a .gguf; pass a Hugging Face model directory (config.json + safetensors) or a .gguf file".into(),
-        })
-    } else {
-        let base = LlamaModel::load_hf(model, &DenseF32, &device)?;
-        let lora = LoraAdapter::load_peft(adapter, base.config(), &device)?;
-        write_merged(&base, Some(&lora), BaseFiles::HfDir(model), out, dtype)
+    match ModelFiles::locate(model)? {
+        ModelFiles::Gguf { file, .. } => {
+            let (base, metadata) = load_gguf(&file, GgufBase::F32, &device)?;
+            let lora = LoraAdapter::load_peft(adapter, base.config(), &device)?;
+            write_merged(&base, Some(&lora), BaseFiles::Gguf(&metadata), out, dtype)
+        }
+        ModelFiles::Safetensors { dir } => {
+            let base = LlamaModel::load_hf(&dir, &DenseF32, &device)?;
+            let lora = LoraAdapter::load_peft(adapter, base.config(), &device)?;
+            write_merged(&base, Some(&lora), BaseFiles::HfDir(&dir), out, dtype)
+        }
     }
 }
 

@@ -1,10 +1,18 @@
-//! Opening the model a run trains: which files a model path stands for,
-//! how its frozen base is stored (`quantization.base`), its tokenizer with the
-//! chat template, and the tokenizer files copied beside the trained adapter.
+//! ftslm-source owns finding and opening a model, for every command: which
+//! files a model path stands for, how its frozen base is held
+//! (`quantization.base`), its tokenizer with the chat template, the tokenizer
+//! files copied beside a trained adapter, and its identity (the weights'
+//! digest an adapter's task record names). Training, inference, `model
+//! inspect` and the quickstart all resolve models here, so a path means the
+//! same thing to each of them.
 //!
 //! A model path is a Hugging Face directory (config.json + safetensors), a
 //! `.gguf` file, or a directory holding exactly one `.gguf` (with
 //! tokenizer.json and config.json beside it, as the SmolLM2 fixture is).
+
+pub mod bf16_base;
+
+pub use ftslm_model::loader::files::ModelFiles;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,28 +20,42 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use ftslm_config::{QuantizationBase, QuantizationSettings};
 use ftslm_data::chat_template::{ChatTemplate, SpecialTokens};
-use ftslm_data::tokenize::PromptTokenizer;
+use ftslm_data::task::{weights_sha256, BaseModelIdentity, TaskError};
+use ftslm_data::tokenize::{PromptTokenizer, TokenizeError};
 use ftslm_model::frozen_nf4::Nf4Format;
 use ftslm_model::gguf_tokenizer::GgufTokenizer;
 use ftslm_model::loader::gguf::{load_gguf, load_gguf_with_format, GgufBase};
-use ftslm_model::{DenseF32, FrozenFormat, LlamaModel};
+use ftslm_model::{DenseF32, FrozenFormat, LlamaModel, ModelError};
 
 use crate::bf16_base::Bf16Rounded;
-use crate::setup_error::SetupError;
 
-const SAFETENSORS_FILE: &str = "model.safetensors";
-const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+/// What can go wrong finding or opening a model; each names the path and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "quantization.base is `gguf`, but {} is a full-precision checkpoint, not a GGUF file; \
+         set quantization.base to auto, nf4, f32 or bf16 (--set quantization.base=nf4)",
+        path.display()
+    )]
+    GgufBaseNeedsGguf { path: PathBuf },
+
+    #[error(transparent)]
+    Model(#[from] ModelError),
+
+    #[error("tokenizer of {}: {source}", model.display())]
+    Tokenizer {
+        model: PathBuf,
+        #[source]
+        source: TokenizeError,
+    },
+
+    /// Reading the weights for their digest.
+    #[error(transparent)]
+    Identity(#[from] TaskError),
+}
+
 /// Copied into final_model/ and best_model/ when the model has them.
 const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "tokenizer_config.json"];
-
-/// The files a model path stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelFiles {
-    /// A Hugging Face directory with config.json and safetensors weights.
-    Safetensors { dir: PathBuf },
-    /// A GGUF file; `dir` is the folder it lies in (tokenizer files beside it).
-    Gguf { file: PathBuf, dir: PathBuf },
-}
 
 /// How the frozen projections are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,98 +107,40 @@ pub struct ModelSource {
 
 impl ModelSource {
     /// Works out what `path` is, or says what it should be.
-    pub fn locate(path: &Path) -> Result<Self, SetupError> {
-        let source = |files| {
-            Ok(ModelSource {
-                path: path.to_path_buf(),
-                files,
-            })
-        };
-        if path.is_file() {
-            if is_gguf(path) {
-                let dir = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                return source(ModelFiles::Gguf {
-                    file: path.to_path_buf(),
-                    dir,
-                });
-            }
-            return Err(SetupError::model_path(
-                path,
-                "is a file but not a .gguf; pass a Hugging Face model directory (config.json + \
-                 safetensors) or a .gguf file",
-            ));
-        }
-        if !path.is_dir() {
-            return Err(SetupError::model_path(
-                path,
-                "does not exist; pass a Hugging Face model directory (config.json + safetensors) \
-                 or a .gguf file (Hub ids must be downloaded first)",
-            ));
-        }
-        if path.join(SAFETENSORS_FILE).is_file() || path.join(SAFETENSORS_INDEX).is_file() {
-            if !path.join("config.json").is_file() {
-                return Err(SetupError::model_path(
-                    path,
-                    "has safetensors weights but no config.json; download the model's config.json into it",
-                ));
-            }
-            return source(ModelFiles::Safetensors {
-                dir: path.to_path_buf(),
-            });
-        }
-        let ggufs = gguf_files(path)?;
-        match ggufs.as_slice() {
-            [one] => source(ModelFiles::Gguf {
-                file: one.clone(),
-                dir: path.to_path_buf(),
-            }),
-            [] => Err(SetupError::model_path(
-                path,
-                format!(
-                    "holds neither {SAFETENSORS_FILE} (or {SAFETENSORS_INDEX}) nor a .gguf file; \
-                     pass a model directory in Hugging Face layout or a .gguf file"
-                ),
-            )),
-            many => Err(SetupError::model_path(
-                path,
-                format!(
-                    "holds {} .gguf files ({}); pass the one to train on as --model FILE",
-                    many.len(),
-                    many.iter()
-                        .filter_map(|p| p.file_name())
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
+    pub fn locate(path: &Path) -> Result<Self, SourceError> {
+        Ok(ModelSource {
+            path: path.to_path_buf(),
+            files: ModelFiles::locate(path)?,
+        })
     }
 
     pub fn is_gguf(&self) -> bool {
-        matches!(self.files, ModelFiles::Gguf { .. })
+        self.files.is_gguf()
     }
 
     /// The folder holding the tokenizer and config files.
     pub fn dir(&self) -> &Path {
-        match &self.files {
-            ModelFiles::Safetensors { dir } | ModelFiles::Gguf { dir, .. } => dir,
-        }
+        self.files.dir()
     }
 
     /// The weights: the model directory or the GGUF file.
     pub fn weights(&self) -> &Path {
-        match &self.files {
-            ModelFiles::Safetensors { dir } => dir,
-            ModelFiles::Gguf { file, .. } => file,
-        }
+        self.files.weights()
+    }
+
+    /// Which model this is, as an adapter's task record names its base: the
+    /// path as given and the SHA-256 of the weights (a full read, which the
+    /// page cache makes cheap right before or after loading them).
+    pub fn identity(&self) -> Result<BaseModelIdentity, SourceError> {
+        Ok(BaseModelIdentity {
+            name_or_path: self.path.display().to_string(),
+            weights_sha256: weights_sha256(self.weights())?,
+        })
     }
 
     /// The frozen base `quantization.base` asks for; `auto` keeps a GGUF's
     /// blocks and quantizes a full-precision checkpoint to NF4 (QLoRA).
-    pub fn frozen_base(&self, q: &QuantizationSettings) -> Result<FrozenBase, SetupError> {
+    pub fn frozen_base(&self, q: &QuantizationSettings) -> Result<FrozenBase, SourceError> {
         let nf4 = FrozenBase::Nf4 {
             double_quant: q.bnb_4bit_use_double_quant,
         };
@@ -184,7 +148,7 @@ impl ModelSource {
             (QuantizationBase::Auto, true) | (QuantizationBase::Gguf, true) => FrozenBase::Gguf,
             (QuantizationBase::Auto, false) | (QuantizationBase::Nf4, _) => nf4,
             (QuantizationBase::Gguf, false) => {
-                return Err(SetupError::GgufBaseNeedsGguf {
+                return Err(SourceError::GgufBaseNeedsGguf {
                     path: self.path.clone(),
                 })
             }
@@ -199,7 +163,7 @@ impl ModelSource {
         &self,
         base: FrozenBase,
         device: &Device,
-    ) -> Result<(LlamaModel, Vec<String>), SetupError> {
+    ) -> Result<(LlamaModel, Vec<String>), SourceError> {
         let format: &dyn FrozenFormat = match base {
             FrozenBase::Nf4 { double_quant } => &Nf4Format { double_quant },
             FrozenBase::F32 => &DenseF32,
@@ -209,7 +173,7 @@ impl ModelSource {
         match &self.files {
             ModelFiles::Safetensors { dir } => {
                 if base == FrozenBase::Gguf {
-                    return Err(SetupError::GgufBaseNeedsGguf { path: dir.clone() });
+                    return Err(SourceError::GgufBaseNeedsGguf { path: dir.clone() });
                 }
                 Ok((LlamaModel::load_hf(dir, format, device)?, Vec::new()))
             }
@@ -227,8 +191,8 @@ impl ModelSource {
     /// The prompt tokenizer with `system_prompt`: from tokenizer.json (and
     /// tokenizer_config.json's chat template) beside the weights, else from
     /// the GGUF file's metadata.
-    pub fn prompt_tokenizer(&self, system_prompt: &str) -> Result<PromptTokenizer, SetupError> {
-        let wrap = |source| SetupError::Tokenizer {
+    pub fn prompt_tokenizer(&self, system_prompt: &str) -> Result<PromptTokenizer, SourceError> {
+        let wrap = |source| SourceError::Tokenizer {
             model: self.path.clone(),
             source,
         };
@@ -274,27 +238,6 @@ impl ModelSource {
     }
 }
 
-fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"))
-}
-
-fn gguf_files(dir: &Path) -> Result<Vec<PathBuf>, SetupError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| SetupError::model_path(dir, format!("cannot be listed: {e}")))?;
-    let mut found = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| SetupError::model_path(dir, format!("cannot be listed: {e}")))?
-            .path();
-        if path.is_file() && is_gguf(&path) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,7 +256,7 @@ mod tests {
     fn auto_keeps_gguf_blocks_and_quantizes_full_precision_to_nf4() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-        std::fs::write(dir.path().join(SAFETENSORS_FILE), "").unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), "").unwrap();
         let hf = ModelSource::locate(dir.path()).unwrap();
         assert!(!hf.is_gguf());
         assert_eq!(
@@ -338,23 +281,5 @@ mod tests {
             g.frozen_base(&settings(QuantizationBase::Bf16)).unwrap(),
             FrozenBase::Bf16
         );
-    }
-
-    #[test]
-    fn ambiguous_or_empty_directories_are_explained() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = ModelSource::locate(dir.path()).unwrap_err().to_string();
-        assert!(empty.contains("neither"), "{empty}");
-        std::fs::write(dir.path().join("a.gguf"), "").unwrap();
-        std::fs::write(dir.path().join("b.gguf"), "").unwrap();
-        let two = ModelSource::locate(dir.path()).unwrap_err().to_string();
-        assert!(
-            two.contains("a.gguf, b.gguf") && two.contains("--model FILE"),
-            "{two}"
-        );
-        let missing = ModelSource::locate(&dir.path().join("nope"))
-            .unwrap_err()
-            .to_string();
-        assert!(missing.contains("does not exist"), "{missing}");
     }
 }

@@ -21,13 +21,13 @@ use serde::Serialize;
 
 use crate::clip::scale_grads;
 use crate::engine::{StepContext, TrainingEngine};
-use crate::llama_engine::{LlamaEngine, TargetTokens};
-use crate::model_source::{FrozenBase, ModelSource};
+use crate::llama_engine::LlamaEngine;
 use crate::optimizer::{AdamW, AdamWConfig};
 use crate::packed_data::TokenizedSet;
 use crate::setup_error::SetupError;
 use crate::step::step_seed;
 use crate::summary::peak_rss_bytes;
+use ftslm_source::{FrozenBase, ModelSource};
 
 /// The baseline's settings that a user may change.
 #[derive(Debug, Clone)]
@@ -143,11 +143,7 @@ pub fn bench_train(
         use_rslora: false,
     };
     let adapter = LoraAdapter::new(model.config(), lora, None, 0, &device)?;
-    let targets = match settings.loss_on {
-        LossOn::All => TargetTokens::All,
-        LossOn::Answer => TargetTokens::Answer,
-    };
-    let mut engine = LlamaEngine::new(model, adapter, targets, false)?;
+    let mut engine = LlamaEngine::new(model, adapter, settings.loss_on, false)?;
     let mut optimizer = AdamW::new(AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
@@ -167,11 +163,7 @@ pub fn bench_train(
         threads: settings.threads,
         batch_size: settings.batch_size,
         steps: settings.steps,
-        loss_on: match settings.loss_on {
-            LossOn::All => "all",
-            LossOn::Answer => "answer",
-        }
-        .to_string(),
+        loss_on: settings.loss_on.name().to_string(),
         tokens_per_s: None,
         peak_rss_mb: None,
         losses: Vec::new(),

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ftslm_data::{TrainedTask, TASK_FILE};
+
 use crate::atomic::{write_atomic, write_json, StagedDir};
 use crate::engine::TrainingEngine;
 use crate::error::TrainError;
@@ -36,12 +38,14 @@ impl Checkpoint {
         digits.parse().ok()
     }
 
-    /// Writes a checkpoint of the engine, optimizer and state into `run_dir`.
+    /// Writes a checkpoint of the engine, optimizer and state into `run_dir`,
+    /// with the adapter's task record when there is one.
     pub fn save<E: TrainingEngine>(
         run_dir: &Path,
         engine: &E,
         optimizer: &AdamW,
         state: &TrainerState,
+        task: Option<&TrainedTask>,
     ) -> Result<Checkpoint, TrainError> {
         let step = state.global_step;
         let dest = run_dir.join(Self::dir_name(step));
@@ -58,6 +62,9 @@ impl Checkpoint {
         })?;
         write_atomic(&staged.path().join(OPTIMIZER_FILE), &moments)?;
         write_json(&staged.path().join(STATE_FILE), state)?;
+        if let Some(task) = task {
+            write_atomic(&staged.path().join(TASK_FILE), task.to_json().as_bytes())?;
+        }
         let path = staged.publish()?;
         Ok(Checkpoint { step, path })
     }

@@ -9,7 +9,6 @@
 
 pub mod atomic;
 pub mod bench;
-pub mod bf16_base;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
@@ -17,7 +16,6 @@ pub mod engine;
 pub mod error;
 pub mod llama_engine;
 pub mod metrics;
-pub mod model_source;
 pub mod optimizer;
 pub mod options;
 pub mod packed_data;

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
+use ftslm_config::LossOn;
 use ftslm_data::batching::{Batch, PAD_SEGMENT};
 use ftslm_model::grad::{
     loss_and_grads_timed, AdapterGrads, GradOptions, PassSeconds, TrainingRow, DEFAULT_CHUNK_TOKENS,
@@ -26,15 +27,6 @@ use ftslm_model::{
 };
 
 use crate::engine::{EngineError, LossSum, ParamView, StepContext, TrainingEngine};
-
-/// Which tokens the loss covers (`dataset.loss_on`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetTokens {
-    /// The answer and its end-of-turn token (the batch's answer mask).
-    Answer,
-    /// Every token of an example but its first, which nothing predicts.
-    All,
-}
 
 /// Where the engine's time went, for throughput figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -79,7 +71,7 @@ pub struct LlamaEngine {
     model: LlamaModel,
     adapter: LoraAdapter,
     params: Vec<HostParam>,
-    targets: TargetTokens,
+    targets: LossOn,
     grad_options: GradOptions,
     /// Rows of a micro-batch run at once; None: one per thread.
     parallel_rows: Option<usize>,
@@ -92,7 +84,7 @@ impl LlamaEngine {
     pub fn new(
         model: LlamaModel,
         adapter: LoraAdapter,
-        targets: TargetTokens,
+        targets: LossOn,
         gradient_checkpointing: bool,
     ) -> Result<Self, ModelError> {
         adapter.check_fits(model.config())?;
@@ -153,8 +145,8 @@ impl LlamaEngine {
             let span = span.start..span.start + len;
             let segments = batch.segment_ids[span.clone()].to_vec();
             let target_mask = match self.targets {
-                TargetTokens::Answer => batch.answer_mask[span.clone()].to_vec(),
-                TargetTokens::All => (0..len)
+                LossOn::Answer => batch.answer_mask[span.clone()].to_vec(),
+                LossOn::All => (0..len)
                     .map(|t| t > 0 && segments[t - 1] == segments[t])
                     .collect(),
             };

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use ftslm_data::TrainedTask;
+
 use crate::error::TrainError;
 use crate::optimizer::AdamWConfig;
 use crate::schedule::LrSchedulerType;
@@ -46,6 +48,10 @@ pub struct TrainerOptions {
     /// Files copied into final_model/ and best_model/ beside the adapter
     /// (tokenizer.json, tokenizer_config.json).
     pub export_files: Vec<PathBuf>,
+    /// How the adapter is trained (prompt, fields, base model), written as
+    /// `ftslm_task.json` into every checkpoint, best_model/ and final_model/
+    /// so inference can prompt as training did.
+    pub task: Option<TrainedTask>,
 }
 
 impl TrainerOptions {
@@ -74,6 +80,7 @@ impl TrainerOptions {
             seed: 42,
             resume: true,
             export_files: Vec::new(),
+            task: None,
         }
     }
 

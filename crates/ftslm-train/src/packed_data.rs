@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use ftslm_data::batching::{make_batches, Batch, BatchStrategy};
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::validate::{read_records, LineRecord};
+use ftslm_data::TaskShape;
 use ftslm_data::TokenizedExample;
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +32,8 @@ pub struct TokenizedSet {
     pub truncated: usize,
     /// Narrative tokens removed in all.
     pub truncated_tokens: usize,
+    /// The instruction and answer fields the records teach.
+    pub shape: TaskShape,
 }
 
 impl TokenizedSet {
@@ -80,6 +83,7 @@ impl TokenizedSet {
         for part in parts {
             examples.extend(part?);
         }
+        let shape = TaskShape::of(records.iter().map(|r| &r.record));
         let truncated = examples.iter().filter(|e| e.truncated_tokens > 0).count();
         let truncated_tokens = examples.iter().map(|e| e.truncated_tokens).sum();
         Ok(TokenizedSet {
@@ -87,6 +91,7 @@ impl TokenizedSet {
             examples,
             truncated,
             truncated_tokens,
+            shape,
         })
     }
 

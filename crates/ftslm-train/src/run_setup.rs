@@ -10,21 +10,21 @@ use std::time::Instant;
 
 use candle_core::Device;
 use ftslm_config::{
-    DatasetSettings, LoraSettings as LoraConfig, LossOn, LrSchedulerType as ConfigScheduler,
-    QuantizationSettings, ResolvedConfig, TrainingSettings,
+    DatasetSettings, LoraSettings as LoraConfig, LossOn, QuantizationSettings, ResolvedConfig,
+    TrainingSettings,
 };
 use ftslm_data::batching::{Batch, BatchStrategy};
+use ftslm_data::task::{sha256_hex, TrainedTask, TASK_FORMAT};
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_model::{LoraAdapter, LoraSettings, Projection};
 
 use crate::data::EpochSource;
-use crate::llama_engine::{LlamaEngine, TargetTokens};
-use crate::model_source::{FrozenBase, ModelSource};
+use crate::llama_engine::LlamaEngine;
 use crate::options::TrainerOptions;
 use crate::packed_data::{BatchLayout, EpochBatches, TokenizedSet};
 use crate::plan::{MemoryPlan, TrainingPlan, WeightBytes};
-use crate::schedule::LrSchedulerType;
 use crate::setup_error::SetupError;
+use ftslm_source::{FrozenBase, ModelSource};
 
 /// Seed of the evaluation layout; evaluation order does not affect its loss.
 const EVAL_LAYOUT_SEED: u64 = 0;
@@ -98,11 +98,7 @@ pub fn trainer_options(
     o.gradient_accumulation_steps = t.gradient_accumulation_steps;
     o.learning_rate = t.learning_rate;
     o.warmup_steps = t.warmup_steps;
-    o.lr_scheduler_type = match t.lr_scheduler_type {
-        ConfigScheduler::Cosine => LrSchedulerType::Cosine,
-        ConfigScheduler::Linear => LrSchedulerType::Linear,
-        ConfigScheduler::Constant => LrSchedulerType::Constant,
-    };
+    o.lr_scheduler_type = t.lr_scheduler_type;
     o.weight_decay = t.weight_decay;
     o.adam_beta1 = t.adam_beta1;
     o.adam_beta2 = t.adam_beta2;
@@ -226,6 +222,7 @@ pub fn prepare(
     let train_tokens = train_set.tokens();
     let train_records = train_set.examples.len();
     let truncated = train_set.truncated;
+    let train_shape = train_set.shape.clone();
     let train = EpochBatches::new(train_set.examples, layout);
 
     note(&format!(
@@ -251,6 +248,15 @@ pub fn prepare(
         &device,
     )?;
     options.export_files = source.tokenizer_files();
+    options.task = Some(TrainedTask {
+        format: TASK_FORMAT,
+        system_prompt: ds.system_prompt.clone(),
+        instruction: train_shape.instruction,
+        fields: train_shape.fields,
+        chat_template_sha256: sha256_hex(tokenizer.template().source().as_bytes()),
+        max_seq_length: ds.max_seq_length,
+        base_model: source.identity()?,
+    });
 
     let weights = WeightBytes::of(&model);
     let adapter_parameters = adapter.parameter_count() as u64;
@@ -300,14 +306,10 @@ pub fn prepare(
         memory,
         output_dir: options.output_dir.clone(),
     };
-    let targets = match ds.loss_on {
-        LossOn::Answer => TargetTokens::Answer,
-        LossOn::All => TargetTokens::All,
-    };
     let engine = LlamaEngine::new(
         model,
         adapter,
-        targets,
+        ds.loss_on,
         settings.training.gradient_checkpointing,
     )?;
     Ok(PreparedRun {

@@ -6,27 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrSchedulerType {
-    /// Linear warmup, then linear decay to 0 at the last step.
-    Linear,
-    /// Linear warmup, then half a cosine wave down to 0 at the last step.
-    Cosine,
-    /// Linear warmup, then constant (transformers' `constant_with_warmup`;
-    /// with `warmup_steps: 0` it is plain `constant`).
-    Constant,
-}
-
-impl LrSchedulerType {
-    pub fn name(self) -> &'static str {
-        match self {
-            LrSchedulerType::Linear => "linear",
-            LrSchedulerType::Cosine => "cosine",
-            LrSchedulerType::Constant => "constant",
-        }
-    }
-}
+/// The configuration's type, so `training.lr_scheduler_type` needs no mapping.
+pub use ftslm_config::LrSchedulerType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {

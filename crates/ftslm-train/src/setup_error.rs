@@ -8,29 +8,16 @@ use ftslm_config::ConfigError;
 use ftslm_data::tokenize::TokenizeError;
 use ftslm_data::validate::DataError;
 use ftslm_model::ModelError;
+use ftslm_source::SourceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The model path is missing or is not a model this crate can open.
-    #[error("model {}: {problem}", path.display())]
-    ModelPath { path: PathBuf, problem: String },
-
-    #[error(
-        "quantization.base is `gguf`, but {} is a full-precision checkpoint, not a GGUF file; \
-         set quantization.base to auto, nf4, f32 or bf16 (--set quantization.base=nf4)",
-        path.display()
-    )]
-    GgufBaseNeedsGguf { path: PathBuf },
+    /// Finding or opening the model: its path, frozen base or tokenizer.
+    #[error(transparent)]
+    Source(#[from] SourceError),
 
     #[error(transparent)]
     Model(#[from] ModelError),
-
-    #[error("tokenizer of {}: {source}", model.display())]
-    Tokenizer {
-        model: PathBuf,
-        #[source]
-        source: TokenizeError,
-    },
 
     #[error("{}:{line}: {source}", path.display())]
     Encode {
@@ -52,13 +39,6 @@ pub enum SetupError {
 }
 
 impl SetupError {
-    pub(crate) fn model_path(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        SetupError::ModelPath {
-            path: path.into(),
-            problem: problem.into(),
-        }
-    }
-
     pub(crate) fn setting(key: &'static str, message: impl Into<String>) -> Self {
         SetupError::Setting {
             key,

@@ -244,7 +244,13 @@ where
         if self.state.best_global_step == Some(step) {
             self.state.best_model_checkpoint = Some(Checkpoint::dir_name(step));
         }
-        let ckpt = Checkpoint::save(self.run.root(), &*self.engine, &self.optimizer, &self.state)?;
+        let ckpt = Checkpoint::save(
+            self.run.root(),
+            &*self.engine,
+            &self.optimizer,
+            &self.state,
+            self.options.task.as_ref(),
+        )?;
         self.last_checkpoint = Some(ckpt.path);
         if let Some(limit) = self.options.save_total_limit {
             let keep = self

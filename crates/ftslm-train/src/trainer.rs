@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::atomic::{copy_dir_atomic, write_json, StagedDir};
+use ftslm_data::TASK_FILE;
+
+use crate::atomic::{copy_dir_atomic, write_atomic, write_json, StagedDir};
 use crate::checkpoint::Checkpoint;
 use crate::data::EpochSource;
 use crate::engine::TrainingEngine;
@@ -271,6 +273,9 @@ where
             };
             std::fs::copy(file, staged.path().join(name))
                 .map_err(|e| TrainError::io("cannot copy", file, e))?;
+        }
+        if let Some(task) = &self.options.task {
+            write_atomic(&staged.path().join(TASK_FILE), task.to_json().as_bytes())?;
         }
         staged.publish()?;
         Ok(())

@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use candle_core::Device;
+use ftslm_config::LossOn;
 use ftslm_data::batching::Batch;
 use ftslm_data::record::Record;
 use ftslm_data::synth::generate;
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_model::{DenseF32, LlamaModel, LoraAdapter, LoraSettings, Projection};
-use ftslm_train::llama_engine::{LlamaEngine, TargetTokens};
+use ftslm_train::llama_engine::LlamaEngine;
 use ftslm_train::packed_data::BatchLayout;
 use ftslm_train::{
     train, LossSum, NoProgress, ShuffledBatches, StepContext, TrainerOptions, TrainingEngine,
@@ -19,7 +20,7 @@ use ftslm_train::{
 
 const MAX_SEQ: usize = 1024;
 
-fn engine(dir: &Path, dropout: f64, targets: TargetTokens) -> LlamaEngine {
+fn engine(dir: &Path, dropout: f64, targets: LossOn) -> LlamaEngine {
     let model = LlamaModel::load_hf(dir, &DenseF32, &Device::Cpu).unwrap();
     let settings = LoraSettings {
         r: 4,
@@ -69,7 +70,7 @@ fn perturb(e: &mut LlamaEngine) {
 fn gradients_are_those_of_the_summed_loss() {
     let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
     let batch = batch(&dir);
-    let mut e = engine(&dir, 0.0, TargetTokens::Answer);
+    let mut e = engine(&dir, 0.0, LossOn::Answer);
     perturb(&mut e);
     e.zero_grads();
     let loss = e.forward_backward(&batch, ctx(1)).unwrap();
@@ -133,7 +134,7 @@ fn rows_in_parallel_give_the_gradients_of_rows_in_turn() {
     let batch = batch(&dir);
     let mut results = Vec::new();
     for rows in [1, 2] {
-        let mut e = engine(&dir, 0.1, TargetTokens::All);
+        let mut e = engine(&dir, 0.1, LossOn::All);
         e.set_parallel_rows(rows);
         perturb(&mut e);
         e.zero_grads();
@@ -156,7 +157,7 @@ fn rows_in_parallel_give_the_gradients_of_rows_in_turn() {
 fn evaluation_matches_the_training_forward_without_dropout() {
     let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
     let batch = batch(&dir);
-    for targets in [TargetTokens::Answer, TargetTokens::All] {
+    for targets in [LossOn::Answer, LossOn::All] {
         let mut e = engine(&dir, 0.0, targets);
         let trained: LossSum = e.forward_backward(&batch, ctx(1)).unwrap();
         let evaluated = e.eval_loss(&batch).unwrap();
@@ -164,12 +165,8 @@ fn evaluation_matches_the_training_forward_without_dropout() {
         let rel = (trained.sum - evaluated.sum).abs() / evaluated.sum;
         assert!(rel < 1e-5, "{targets:?}: {trained:?} vs {evaluated:?}");
     }
-    let answer = engine(&dir, 0.0, TargetTokens::Answer)
-        .eval_loss(&batch)
-        .unwrap();
-    let all = engine(&dir, 0.0, TargetTokens::All)
-        .eval_loss(&batch)
-        .unwrap();
+    let answer = engine(&dir, 0.0, LossOn::Answer).eval_loss(&batch).unwrap();
+    let all = engine(&dir, 0.0, LossOn::All).eval_loss(&batch).unwrap();
     // Every token but the first of each of the four examples.
     assert_eq!(all.target_tokens as usize, batch.real_tokens() - 4);
     assert!(answer.target_tokens < all.target_tokens);
@@ -179,7 +176,7 @@ fn evaluation_matches_the_training_forward_without_dropout() {
 fn dropout_is_a_function_of_the_step_seed() {
     let dir = ftslm_testkit::require_shared!("models/tiny-llama3");
     let batch = batch(&dir);
-    let mut e = engine(&dir, 0.1, TargetTokens::Answer);
+    let mut e = engine(&dir, 0.1, LossOn::Answer);
     perturb(&mut e);
     let a = e.forward_backward(&batch, ctx(1)).unwrap();
     let b = e.forward_backward(&batch, ctx(1)).unwrap();
@@ -203,7 +200,7 @@ fn training_lowers_the_loss_and_the_checkpoint_adapter_loads_back() {
     o.logging_steps = 1;
     o.load_best_model_at_end = false;
     o.export_files = vec![dir.join("tokenizer.json")];
-    let mut e = engine(&dir, 0.1, TargetTokens::Answer);
+    let mut e = engine(&dir, 0.1, LossOn::Answer);
     let data = ShuffledBatches::new(vec![batch.clone()]);
     let summary = train(
         &mut e,
@@ -223,7 +220,7 @@ fn training_lowers_the_loss_and_the_checkpoint_adapter_loads_back() {
 
     let run = out.path().join("run");
     assert!(run.join("final_model/tokenizer.json").is_file());
-    let mut fresh = engine(&dir, 0.1, TargetTokens::Answer);
+    let mut fresh = engine(&dir, 0.1, LossOn::Answer);
     let untrained = fresh.eval_loss(&batch).unwrap().mean().unwrap();
     assert!((untrained - before).abs() < 1e-9, "same seed, same start");
     fresh.load_adapter(&run.join("checkpoint-4")).unwrap();
@@ -265,7 +262,7 @@ fn training_lowers_the_loss_and_the_checkpoint_adapter_loads_back() {
 
 #[test]
 fn a_gguf_without_tokenizer_json_encodes_from_its_metadata_as_tokenizer_json_does() {
-    use ftslm_train::model_source::ModelSource;
+    use ftslm_source::ModelSource;
     let dir = ftslm_testkit::require_shared!("models/smollm2-135m-instruct");
     let beside = ModelSource::locate(&dir).unwrap();
     assert!(beside.is_gguf());

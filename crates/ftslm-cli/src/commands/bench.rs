@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ftslm_train::bench::{bench_train, BenchSettings};
 
-use crate::cli::{BenchCommand, GlobalArgs, LossOn};
+use crate::cli::{BenchCommand, GlobalArgs};
 use crate::output::print_json;
 
 pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -30,10 +30,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         data,
         steps,
         batch_size,
-        loss_on: match loss_on {
-            LossOn::All => ftslm_config::LossOn::All,
-            LossOn::Answer => ftslm_config::LossOn::Answer,
-        },
+        loss_on,
         threads,
     };
     let quiet = global.quiet || json;

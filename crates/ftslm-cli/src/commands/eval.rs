@@ -7,11 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use ftslm_data::validate::read_records;
-use ftslm_data::{Record, SYSTEM_PROMPT};
+use ftslm_data::Record;
 use ftslm_eval::{render_comparison, render_table, EvalReport};
 
 use crate::cli::{EvalArgs, GlobalArgs};
-use crate::inference::{Decoding, LoadedModel};
+use ftslm_infer::Decoding;
+
+use crate::inference::{evaluate, load_model};
 use crate::output::{note, print_json};
 
 pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
@@ -30,7 +32,10 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let records: Vec<Record> = lines.iter().map(|l| l.record.clone()).collect();
     let line_numbers: Vec<usize> = lines.iter().map(|l| l.line).collect();
 
-    let loaded = LoadedModel::from_args(&args.model, SYSTEM_PROMPT)?;
+    let loaded = load_model(&args.model, args.system_prompt.clone(), None)?;
+    for n in &loaded.notes {
+        note(global.quiet, n);
+    }
     let d = &args.decoding;
     let grammar = loaded.grammar_unless(d.unconstrained)?;
     let decoding = Decoding {
@@ -39,8 +44,7 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
         batch: d.batch_size,
         max_seq_length: args.max_seq_length,
     };
-    let report = loaded
-        .evaluate(&records, &line_numbers, &decoding, global.quiet)
+    let report = evaluate(&loaded, &records, &line_numbers, &decoding, global.quiet)
         .with_context(|| format!("cannot evaluate on --data {}", args.data.display()))?;
     let generation_seconds = report.summary.generation_seconds.unwrap_or_default();
     if let Some(out) = &args.out {

@@ -6,35 +6,64 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use ftslm_data::{Record, MEDICAL_IE_FIELDS, SYSTEM_PROMPT};
+use ftslm_data::Record;
 use serde_json::{json, Value};
 
 use crate::cli::{ExtractArgs, GlobalArgs};
-use crate::inference::{extraction_record, LoadedModel};
+use ftslm_infer::extraction_record;
+
+use crate::inference::load_model;
 use crate::output::{note, progress_bar};
 
 /// One narrative to extract from, and where it came from.
 struct Input {
     line: Option<usize>,
     id: Option<Value>,
-    record: Record,
+    /// The line's own instruction; `None` takes the task's.
+    instruction: Option<String>,
+    narrative: String,
 }
 
 pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> {
     let d = &args.decoding;
-    let inputs = match (&args.text, &args.file) {
+    // The inputs are read before the model so a bad line fails in a moment;
+    // their instruction is filled in once the adapter's task is known.
+    let mut inputs = match (&args.text, &args.file) {
         (Some(text), _) => vec![Input {
             line: None,
             id: None,
-            record: extraction_record(&args.instruction, text),
+            instruction: None,
+            narrative: text.clone(),
         }],
-        (None, Some(file)) => read_inputs(file, &args.instruction)?,
+        (None, Some(file)) => read_inputs(file)?,
         (None, None) => bail!("give --text TEXT or --file FILE.jsonl"),
     };
-    let loaded = LoadedModel::from_args(&args.model, SYSTEM_PROMPT)?;
-    let keys: Vec<String> = MEDICAL_IE_FIELDS.iter().map(|k| k.to_string()).collect();
+    let loaded = load_model(
+        &args.model,
+        args.system_prompt.clone(),
+        args.instruction.clone(),
+    )?;
+    for n in &loaded.notes {
+        note(global.quiet, n);
+    }
+    // Decoding allows exactly the fields the adapter was trained to answer.
+    let keys = loaded.task.fields.clone();
+    for input in &mut inputs {
+        input
+            .instruction
+            .get_or_insert(loaded.task.instruction.clone());
+    }
     let grammar = loaded.grammar_unless(d.unconstrained)?;
-    let records: Vec<Record> = inputs.iter().map(|i| i.record.clone()).collect();
+    let records: Vec<Record> = inputs
+        .iter()
+        .map(|i| extraction_record(i.instruction.as_deref().unwrap_or_default(), &i.narrative))
+        .collect();
+    if global.verbose > 0 && !global.quiet {
+        if let Some(first) = records.first() {
+            let rendered = loaded.tokenizer.render(first)?;
+            eprintln!("prompt of the first input:\n{}", rendered.prompt_text);
+        }
+    }
     let bar = progress_bar(global.quiet, records.len() as u64, "extracting");
     let extractions = loaded.extract(
         &records,
@@ -105,7 +134,7 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
 
 /// Reads `{"input": ..., "id"?: ..., "instruction"?: ...}` lines; training
 /// records work too (their answer is ignored).
-fn read_inputs(path: &Path, default_instruction: &str) -> anyhow::Result<Vec<Input>> {
+fn read_inputs(path: &Path) -> anyhow::Result<Vec<Input>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --file {}", path.display()))?;
     let mut inputs = Vec::new();
@@ -131,7 +160,8 @@ fn read_inputs(path: &Path, default_instruction: &str) -> anyhow::Result<Vec<Inp
             Some(input) if !input.trim().is_empty() => inputs.push(Input {
                 line: Some(n),
                 id: value.get("id").cloned(),
-                record: extraction_record(instruction.unwrap_or(default_instruction), input),
+                instruction: instruction.map(str::to_string),
+                narrative: input.to_string(),
             }),
             _ => problems.push(format!(
                 "{}:{n}: no \"input\" string — each line needs the narrative as \"input\"",

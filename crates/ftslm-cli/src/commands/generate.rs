@@ -8,7 +8,7 @@ use ftslm_data::ChatMessage;
 use ftslm_model::generate::{generate_batch, GenerationOptions, Sampling, StopReason};
 
 use crate::cli::{GenerateArgs, GlobalArgs};
-use crate::inference::LoadedModel;
+use crate::inference::load_model;
 use crate::output::note;
 
 pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -16,9 +16,21 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
     if let Some(problem) = sampling.problem() {
         bail!("{problem}");
     }
-    let loaded = LoadedModel::from_args(&args.model, args.system.as_deref().unwrap_or_default())?;
+    let loaded = load_model(&args.model, args.system.clone(), None)?;
+    // An adapter trained by ftslm answers best under the system prompt it was
+    // trained with; without one the chat template's default applies.
+    let recorded = loaded.task.recorded.as_ref();
+    let system = args
+        .system
+        .clone()
+        .or_else(|| recorded.map(|t| t.system_prompt.clone()));
+    if recorded.is_some() {
+        for n in &loaded.notes {
+            note(global.quiet, n);
+        }
+    }
     let mut messages = Vec::new();
-    if let Some(system) = &args.system {
+    if let Some(system) = &system {
         messages.push(ChatMessage::new("system", system.as_str()));
     }
     messages.push(ChatMessage::new("user", args.prompt.as_str()));

@@ -14,12 +14,13 @@ use ftslm_cloud::model_fetch::{
 };
 use ftslm_data::synth::{write_splits, SynthSpec};
 use ftslm_data::validate::{read_records, validate_files, Schema};
-use ftslm_data::{Record, SYSTEM_PROMPT};
+use ftslm_data::Record;
 use ftslm_eval::{render_comparison, render_table, EvalReport};
+use ftslm_infer::{Decoding, LoadedModel, TaskChoice};
 use ftslm_train::run_setup::RunOverrides;
 
 use crate::cli::{GlobalArgs, QuickstartArgs};
-use crate::inference::{Decoding, LoadedModel};
+use crate::inference::evaluate;
 use crate::output::progress_bar;
 
 const DEMO_MODEL_DIR: &str = "models/smollm2-135m-instruct";
@@ -179,7 +180,9 @@ fn score(
     lines: &[usize],
     quiet: bool,
 ) -> anyhow::Result<EvalReport> {
-    let loaded = LoadedModel::load(model, adapter, false, SYSTEM_PROMPT)?;
+    // The trained adapter's ftslm_task.json gives the prompt training used;
+    // the base model's scores use the same (the medical task's) defaults.
+    let loaded = LoadedModel::load(model, adapter, false, &TaskChoice::default())?;
     let grammar = loaded.json_grammar()?;
     let decoding = Decoding {
         grammar: Some(&grammar),
@@ -187,7 +190,7 @@ fn score(
         batch: 8,
         max_seq_length: 2048,
     };
-    loaded.evaluate(records, lines, &decoding, quiet)
+    evaluate(&loaded, records, lines, &decoding, quiet)
 }
 
 /// The demo model and where it came from: `--model`, the shared fixtures

@@ -4,6 +4,7 @@
 //! those names and a quantizing [`crate::FrozenFormat`] can compress each as it
 //! arrives.
 
+pub mod files;
 pub mod gguf;
 pub mod safetensors;
 
