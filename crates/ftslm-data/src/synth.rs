@@ -23,10 +23,10 @@ mod tables_thoracic_gi;
 mod vocabulary;
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use ftslm_fs::write_atomic;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
@@ -79,12 +79,8 @@ pub enum SynthError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot move {from} into place as {to}: {source}; check that {to} is not a directory and that its directory is writable")]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot move a finished file into place as {to}: {source}; check that {to} is not a directory and that its directory is writable")]
+    Rename { to: PathBuf, source: std::io::Error },
     #[error("cannot encode a record for {path}: {source}; this is a bug in the generator, please report it")]
     Encode {
         path: PathBuf,
@@ -225,45 +221,25 @@ pub fn write_splits(dir: &Path, spec: &SynthSpec) -> Result<SynthSummary, SynthE
 }
 
 fn write_jsonl_atomically(path: &Path, records: &[InstructionRecord]) -> Result<(), SynthError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = write_jsonl(&temp, path, records).and_then(|()| {
-        fs::rename(&temp, path).map_err(|source| SynthError::Rename {
-            from: temp.clone(),
-            to: path.to_path_buf(),
-            source,
-        })
-    });
-    if result.is_err() {
-        // Best effort: the error already names the real problem.
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-fn write_jsonl(
-    temp: &Path,
-    target: &Path,
-    records: &[InstructionRecord],
-) -> Result<(), SynthError> {
-    let write_error = |source| SynthError::Write {
-        path: temp.to_path_buf(),
-        source,
-    };
-    let mut out = BufWriter::new(File::create(temp).map_err(write_error)?);
+    let mut text = String::new();
     for record in records {
         let line = serde_json::to_string(record).map_err(|source| SynthError::Encode {
-            path: target.to_path_buf(),
+            path: path.to_path_buf(),
             source,
         })?;
-        out.write_all(line.as_bytes()).map_err(write_error)?;
-        out.write_all(b"\n").map_err(write_error)?;
+        text.push_str(&line);
+        text.push('\n');
     }
-    let file = out.into_inner().map_err(|e| write_error(e.into_error()))?;
-    file.sync_all().map_err(write_error)
+    write_atomic(path, text.as_bytes()).map_err(|e| match e.action {
+        "write" => SynthError::Write {
+            path: e.path,
+            source: e.source,
+        },
+        _ => SynthError::Rename {
+            to: e.path,
+            source: e.source,
+        },
+    })
 }
 
 #[cfg(test)]

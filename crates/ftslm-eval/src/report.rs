@@ -5,8 +5,7 @@
 //! behind it without rerunning generation.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ftslm_data::{Record, MEDICAL_IE_FIELDS};
 use serde::{Deserialize, Serialize};
@@ -207,19 +206,9 @@ impl EvalReport {
             source,
         })?;
         text.push(b'\n');
-        let tmp = tmp_path(path);
-        let written = (|| {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        written.map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            EvalError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
+        ftslm_fs::write_atomic(path, &text).map_err(|e| EvalError::Write {
+            path: e.path,
+            source: e.source,
         })
     }
 
@@ -234,13 +223,4 @@ impl EvalReport {
             source,
         })
     }
-}
-
-/// `<name>.tmp-<pid>` beside `path`: same directory, so the rename is atomic.
-fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "eval_report.json".to_string());
-    path.with_file_name(format!("{name}.tmp-{}", std::process::id()))
 }

@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -371,24 +370,10 @@ fn same_set(a: &[Projection], b: &[Projection]) -> bool {
     a.len() == b.len() && a.iter().all(|p| b.contains(p))
 }
 
-/// Writes to a temporary file beside `path` and renames it into place, so a
-/// reader never sees a half-written file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&temp);
-        return Err(ModelError::io(&temp, e));
-    }
-    std::fs::rename(&temp, path).map_err(|e| ModelError::io(path, e))
+/// Writes through ftslm-fs's temporary file and rename, so a reader never
+/// sees a half-written file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    ftslm_fs::write_atomic(path, bytes).map_err(|e| ModelError::io(&e.path, e.source))
 }
 
 /// A tensor's f32 bytes for safetensors, read out before serializing so that

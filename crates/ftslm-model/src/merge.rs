@@ -14,6 +14,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use ftslm_fs::StagedDir;
 use serde_json::{json, Map, Value};
 
 use crate::config::LlamaConfig;
@@ -166,17 +167,26 @@ pub fn write_merged(
     if let Some(adapter) = adapter {
         adapter.check_fits(model.config())?;
     }
-    let temp = temp_dir_beside(out)?;
-    let written = write_contents(model, adapter, base, &temp, dtype).and_then(|summary| {
-        install(&temp, out)?;
-        Ok(summary)
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_dir_all(&temp);
+    if out.file_name().is_none() {
+        return Err(ModelError::Unsupported {
+            path: out.to_path_buf(),
+            problem: "does not name a directory; give the output a name, e.g. runs/merged".into(),
+        });
     }
-    let mut summary = written?;
-    summary.out = out.to_path_buf();
-    Ok(summary)
+    // Assembled beside `out` and renamed into place only when complete.
+    let fs_error = |e: ftslm_fs::FsError| ModelError::io(&e.path, e.source);
+    let staged = StagedDir::create(out).map_err(fs_error)?;
+    match write_contents(model, adapter, base, staged.path(), dtype) {
+        Ok(mut summary) => {
+            staged.publish().map_err(fs_error)?;
+            summary.out = out.to_path_buf();
+            Ok(summary)
+        }
+        Err(e) => {
+            staged.abandon();
+            Err(e)
+        }
+    }
 }
 
 /// An error unless `out` is absent or an empty directory.
@@ -199,39 +209,6 @@ fn check_out(out: &Path) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// A fresh directory next to `out` (same file system, so the final rename
-/// is atomic).
-fn temp_dir_beside(out: &Path) -> Result<PathBuf> {
-    let name = out.file_name().ok_or_else(|| ModelError::Unsupported {
-        path: out.to_path_buf(),
-        problem: "does not name a directory; give the output a name, e.g. runs/merged".into(),
-    })?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| ModelError::io(&parent, e))?;
-    let temp = parent.join(format!(
-        ".{}.merge-tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if temp.exists() {
-        // Left by an earlier run of this process id that was killed.
-        std::fs::remove_dir_all(&temp).map_err(|e| ModelError::io(&temp, e))?;
-    }
-    std::fs::create_dir(&temp).map_err(|e| ModelError::io(&temp, e))?;
-    Ok(temp)
-}
-
-fn install(temp: &Path, out: &Path) -> Result<()> {
-    if out.is_dir() {
-        // Checked empty before the merge started.
-        std::fs::remove_dir(out).map_err(|e| ModelError::io(out, e))?;
-    }
-    std::fs::rename(temp, out).map_err(|e| ModelError::io(out, e))
 }
 
 fn write_contents(

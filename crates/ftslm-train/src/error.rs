@@ -27,6 +27,10 @@ pub enum TrainError {
         source: std::io::Error,
     },
 
+    /// A crash-safe write or directory step (ftslm-fs).
+    #[error(transparent)]
+    Fs(#[from] ftslm_fs::FsError),
+
     #[error("{}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
 

@@ -97,7 +97,7 @@ pub fn write_metrics_jsonl(path: &Path, history: &[MetricRecord]) -> Result<(), 
         text.push_str(&line);
         text.push('\n');
     }
-    write_atomic(path, text.as_bytes())
+    Ok(write_atomic(path, text.as_bytes())?)
 }
 
 /// Reads `metrics.jsonl` back (for tools and tests).
