@@ -148,7 +148,9 @@ fn inspect_llama31_8b_config() {
         .success()
         .stdout(contains("8,030,261,248"))
         .stdout(contains("13,631,488"))
-        .stdout(contains("NF4 + double quant (4.127 bits/param)"))
+        .stdout(contains(
+            "frozen projections, NF4 + double quant (4.127 bits/param)",
+        ))
         .stdout(contains("~11 GB on a 24 GB L4"));
 }
 

@@ -340,3 +340,47 @@ fn extract_prompts_and_decodes_as_the_adapter_was_trained() {
         .assert()
         .success();
 }
+
+/// `model inspect` and the training plan use one memory formula: for the same
+/// rows in flight (one row, packed to max_seq_length) and an NF4 base, whose
+/// measured bytes equal the formula's, they print the same total.
+#[test]
+fn model_inspect_and_the_training_plan_estimate_the_same_memory() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path());
+    let model = model.to_str().unwrap();
+    let out = ftslm(dir.path())
+        .args(["model", "inspect", model, "--json", "--no-ssm"])
+        .args(["--seq-len", "512", "--batch-size", "1"])
+        .assert()
+        .success();
+    let report: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let total = report["memory"]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no memory.total in {report}"));
+
+    let mut args = train_args(model, "run");
+    args.extend(["--dry-run"]);
+    for set in [
+        "dataset.packing=true",
+        "quantization.base=nf4",
+        "training.per_device_train_batch_size=1",
+    ] {
+        args.extend(["--set", set]);
+    }
+    let out = ftslm(dir.path()).args(&args).assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("memory (rough) "))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no memory line in:\n{stdout}"));
+    // The plan prints MiB with one decimal for a model this small.
+    let expected = format!("{:.1} MiB", total as f64 / (1024.0 * 1024.0));
+    assert_eq!(printed, expected, "inspect's total is {total} bytes");
+    assert!(
+        stdout.contains("1 row(s) of 512 tokens in flight"),
+        "{stdout}"
+    );
+}

@@ -174,7 +174,10 @@ pub struct TrainingShape {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryEstimate {
     pub shape: TrainingShape,
-    /// Every decoder projection in NF4 + double quantization.
+    /// How the decoder projections are held ("NF4 + double quant" unless a
+    /// loaded model says otherwise).
+    pub frozen_format: String,
+    /// Every decoder projection, as `frozen_format` stores it.
     pub frozen_projections: u64,
     /// Average bits per frozen projection weight (≈ 4.127).
     pub frozen_bits_per_param: f64,
@@ -258,6 +261,7 @@ impl MemoryEstimate {
 
         let mut estimate = MemoryEstimate {
             shape,
+            frozen_format: "NF4 + double quant".into(),
             frozen_projections,
             frozen_bits_per_param,
             embedding: counts.embedding.saturating_mul(precision),
@@ -284,6 +288,54 @@ impl MemoryEstimate {
         estimate
     }
 
+    /// The estimate with the frozen projections as a loaded model holds them
+    /// (a GGUF's blocks, f32, bf16 rounded, or NF4 as measured) instead of
+    /// the NF4 formula: the training plan knows the real figure.
+    pub fn with_frozen_projections(
+        mut self,
+        format: impl Into<String>,
+        bytes: u64,
+        parameters: u64,
+    ) -> Self {
+        self.frozen_format = format.into();
+        self.frozen_projections = bytes;
+        self.frozen_bits_per_param = if parameters == 0 {
+            0.0
+        } else {
+            bytes as f64 * 8.0 / parameters as f64
+        };
+        self.total = self
+            .parts()
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.bytes));
+        self
+    }
+
+    /// Frozen projections, embedding, LM head and norms.
+    pub fn weights(&self) -> u64 {
+        sum(&[
+            self.frozen_projections,
+            self.embedding,
+            self.lm_head,
+            self.norms,
+        ])
+    }
+
+    /// LoRA values, their gradients and AdamW's moments.
+    pub fn adapter_and_optimizer(&self) -> u64 {
+        sum(&[self.lora_weights, self.lora_gradients, self.adamw_states])
+    }
+
+    /// Saved layer inputs and the live layer's internals.
+    pub fn activations(&self) -> u64 {
+        sum(&[
+            self.saved_layer_activations,
+            self.layer_attention_projections,
+            self.layer_attention_scores,
+            self.layer_mlp,
+        ])
+    }
+
     /// The parts that make up `total`, in display order.
     pub fn parts(&self) -> Vec<MemoryPart> {
         let s = &self.shape;
@@ -298,8 +350,8 @@ impl MemoryEstimate {
             part(
                 "frozen_projections",
                 format!(
-                    "frozen projections, NF4 + double quant ({:.3} bits/param)",
-                    self.frozen_bits_per_param
+                    "frozen projections, {} ({:.3} bits/param)",
+                    self.frozen_format, self.frozen_bits_per_param
                 ),
                 self.frozen_projections,
             ),

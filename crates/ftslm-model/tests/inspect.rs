@@ -328,3 +328,25 @@ fn absurd_sizes_saturate_instead_of_overflowing() {
         u64::MAX
     );
 }
+
+#[test]
+fn measured_projections_replace_the_nf4_formula_and_the_parts_add_up() {
+    let nf4 = MemoryEstimate::new(
+        &small(false),
+        &q_and_v(2),
+        shape(true, EmbeddingPrecision::F32),
+    );
+    // The same projections held in f32, as a training plan measures them.
+    let f32_bytes = 1152 * 4;
+    let dense = nf4.clone().with_frozen_projections("f32", f32_bytes, 1152);
+    assert_eq!(dense.frozen_format, "f32");
+    assert_eq!(dense.frozen_bits_per_param, 32.0);
+    assert_eq!(dense.total, nf4.total - nf4.frozen_projections + f32_bytes);
+    assert_eq!(
+        dense.total,
+        dense.weights()
+            + dense.adapter_and_optimizer()
+            + dense.activations()
+            + dense.cross_entropy_chunk
+    );
+}

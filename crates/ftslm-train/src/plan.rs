@@ -2,16 +2,16 @@
 //! `--dry-run`): the model and how its base is held, the adapter, the data,
 //! the step count and a rough peak-memory figure.
 //!
-//! The memory figure adds what is measured (the loaded weights' bytes) to an
-//! estimate of the rest: LoRA values, gradients and AdamW moments, and the
-//! activations of the one row in flight (the engine runs a micro-batch's rows
-//! one after another, so activations do not grow with the batch size).
+//! The memory figure is `model inspect`'s estimate
+//! (`ftslm_model::inspect::MemoryEstimate`, the one formula) for the rows the
+//! engine computes side by side, with the frozen projections as the loaded
+//! model measures them.
 
 use std::fmt;
 use std::path::PathBuf;
 
-use ftslm_model::grad::DEFAULT_CHUNK_TOKENS;
-use ftslm_model::{FrozenWeight, LlamaConfig, LlamaModel};
+use ftslm_model::inspect::MemoryEstimate;
+use ftslm_model::{FrozenWeight, LlamaModel};
 use serde::Serialize;
 
 const F32: u64 = 4;
@@ -60,62 +60,6 @@ impl WeightBytes {
     }
 }
 
-/// A rough peak-memory estimate, by part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct MemoryPlan {
-    pub weights: u64,
-    /// LoRA values, gradients, AdamW moments (host f32) and the adapter's tensors.
-    pub adapter_and_optimizer: u64,
-    /// Layer inputs kept for recomputation plus one layer's internals (or
-    /// every layer's, without checkpointing), for each row in flight.
-    pub activations: u64,
-    /// One cross-entropy chunk's logits and their gradient per row in flight.
-    pub cross_entropy: u64,
-    pub total: u64,
-}
-
-impl MemoryPlan {
-    /// `row_tokens`: the longest row; `example_tokens`: the longest example
-    /// (attention is per example, so scores grow with it, not with the row);
-    /// `rows_in_flight`: rows the engine runs side by side (one per thread,
-    /// at most the batch), each with its own activations.
-    pub fn estimate(
-        config: &LlamaConfig,
-        weights: WeightBytes,
-        adapter_parameters: u64,
-        [row_tokens, example_tokens, rows_in_flight]: [usize; 3],
-        checkpointing: bool,
-    ) -> Self {
-        let t = row_tokens as u64;
-        let c = config;
-        let layers = c.num_hidden_layers as u64;
-        let layer_input = t * c.hidden_size as u64 * F32;
-        let projections = t * (2 * c.q_dim() + 2 * c.kv_dim() + 4 * c.hidden_size) as u64 * F32;
-        let mlp = 4 * t * c.intermediate_size as u64 * F32;
-        let scores =
-            2 * c.num_attention_heads as u64 * t * example_tokens.min(row_tokens) as u64 * F32;
-        let one_layer = projections + mlp + scores;
-        let in_flight = rows_in_flight.max(1) as u64;
-        let activations = in_flight
-            * if checkpointing {
-                layers * layer_input + one_layer
-            } else {
-                layers * (layer_input + one_layer)
-            };
-        let chunk = DEFAULT_CHUNK_TOKENS.min(row_tokens.max(1)) as u64;
-        let cross_entropy = in_flight * 3 * chunk * c.vocab_size as u64 * F32;
-        let adapter_and_optimizer = 5 * adapter_parameters * F32;
-        let weights = weights.projections + weights.dense;
-        MemoryPlan {
-            weights,
-            adapter_and_optimizer,
-            activations,
-            cross_entropy,
-            total: weights + adapter_and_optimizer + activations + cross_entropy,
-        }
-    }
-}
-
 /// Everything the plan printout shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainingPlan {
@@ -138,7 +82,7 @@ pub struct TrainingPlan {
     pub epochs: f64,
     /// Mean tokens per optimizer step over an epoch (prompt and answer).
     pub tokens_per_step: f64,
-    pub memory: MemoryPlan,
+    pub memory: MemoryEstimate,
     pub output_dir: PathBuf,
 }
 
@@ -205,12 +149,15 @@ impl fmt::Display for TrainingPlan {
         )?;
         writeln!(
             f,
-            "  memory (rough) {}: weights {}, adapter + AdamW {}, activations {}, cross-entropy {}",
+            "  memory (rough) {}: weights {}, adapter + AdamW {}, activations {}, cross-entropy {} \
+             ({} row(s) of {} tokens in flight; `ftslm model inspect` itemises it)",
             human_bytes(m.total),
-            human_bytes(m.weights),
-            human_bytes(m.adapter_and_optimizer),
-            human_bytes(m.activations),
-            human_bytes(m.cross_entropy)
+            human_bytes(m.weights()),
+            human_bytes(m.adapter_and_optimizer()),
+            human_bytes(m.activations()),
+            human_bytes(m.cross_entropy_chunk),
+            m.shape.batch_size,
+            m.shape.seq_len
         )?;
         write!(f, "  output         {}", self.output_dir.display())
     }

@@ -16,13 +16,16 @@ use ftslm_config::{
 use ftslm_data::batching::{Batch, BatchStrategy};
 use ftslm_data::task::{sha256_hex, TrainedTask, TASK_FORMAT};
 use ftslm_data::tokenize::PromptTokenizer;
+use ftslm_model::inspect::{
+    EmbeddingPrecision, LoraPlan, MemoryEstimate, ParameterCounts, TrainingShape,
+};
 use ftslm_model::{LoraAdapter, LoraSettings, Projection};
 
 use crate::data::EpochSource;
 use crate::llama_engine::LlamaEngine;
 use crate::options::TrainerOptions;
 use crate::packed_data::{BatchLayout, EpochBatches, TokenizedSet};
-use crate::plan::{MemoryPlan, TrainingPlan, WeightBytes};
+use crate::plan::{TrainingPlan, WeightBytes};
 use crate::setup_error::SetupError;
 use ftslm_source::{FrozenBase, ModelSource};
 
@@ -266,12 +269,22 @@ pub fn prepare(
     };
     let rows_in_flight =
         ftslm_model::kernel::threads().min(settings.training.per_device_train_batch_size.max(1));
-    let memory = MemoryPlan::estimate(
-        model.config(),
-        weights,
-        adapter_parameters,
-        [row_tokens, longest_example, rows_in_flight],
-        settings.training.gradient_checkpointing,
+    // `model inspect`'s formula, for the rows computed side by side, with
+    // the projections as loaded (not every base is NF4).
+    let lora_plan = LoraPlan {
+        r: adapter.settings().r,
+        target_modules: adapter.settings().target_modules.clone(),
+    };
+    let shape = TrainingShape {
+        batch_size: rows_in_flight,
+        seq_len: row_tokens,
+        gradient_checkpointing: settings.training.gradient_checkpointing,
+        embedding_precision: EmbeddingPrecision::F32,
+    };
+    let memory = MemoryEstimate::new(model.config(), &lora_plan, shape).with_frozen_projections(
+        base.to_string(),
+        weights.projections,
+        ParameterCounts::of(model.config()).projections,
     );
     let batches_per_epoch = train.batches_per_epoch();
     let steps = options.total_steps(batches_per_epoch);
