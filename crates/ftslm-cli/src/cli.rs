@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ftslm_config::LossOn;
+use ftslm_model::ComputePolicy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +53,14 @@ pub struct GlobalArgs {
         env = "FTSLM_MATMUL_PRECISION"
     )]
     pub matmul_precision: MatmulPrecision,
+}
+
+impl GlobalArgs {
+    /// How the engine and the inference model compute: the flags' precision
+    /// and the machine's threads (`RAYON_NUM_THREADS` when set).
+    pub fn compute_policy(&self) -> ComputePolicy {
+        ComputePolicy::default().with_precision(self.matmul_precision.into())
+    }
 }
 
 /// `--matmul-precision` values.

@@ -6,6 +6,7 @@ use anyhow::Context;
 use ftslm_data::Record;
 use ftslm_eval::EvalReport;
 use ftslm_infer::{Decoding, LoadedModel, TaskChoice};
+use ftslm_model::ComputePolicy;
 
 use crate::cli::{ModelArgs, QuantizeArg};
 use crate::output::progress_bar;
@@ -14,6 +15,7 @@ use crate::output::progress_bar;
 /// adapter's task record (`None`: the record's, else the medical task's).
 pub fn load_model(
     args: &ModelArgs,
+    policy: ComputePolicy,
     system_prompt: Option<String>,
     instruction: Option<String>,
 ) -> anyhow::Result<LoadedModel> {
@@ -27,6 +29,7 @@ pub fn load_model(
         args.adapter.as_deref(),
         args.quantize == QuantizeArg::Nf4,
         &choice,
+        policy,
     )
     .with_context(|| match &args.adapter {
         Some(adapter) => format!(

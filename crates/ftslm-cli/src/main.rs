@@ -23,7 +23,6 @@ fn main() -> ExitCode {
     }
     allocator::tune_for_training();
     let cli = cli::Cli::parse();
-    ftslm_model::kernel::set_matmul_precision(cli.global.matmul_precision.into());
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {

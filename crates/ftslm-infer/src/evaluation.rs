@@ -83,6 +83,11 @@ impl LoadedModel {
         records: &[Record],
         max_seq_length: usize,
     ) -> Result<f64, InferenceError> {
+        let policy = self.policy;
+        policy.run(|| self.answer_nll(records, max_seq_length))
+    }
+
+    fn answer_nll(&self, records: &[Record], max_seq_length: usize) -> Result<f64, InferenceError> {
         let mut total = TokenNll::default();
         for record in records {
             let example = self.tokenizer.encode(record, max_seq_length)?;

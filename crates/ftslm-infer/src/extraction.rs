@@ -3,7 +3,8 @@
 
 use ftslm_data::{Answer, InstructionRecord, Record};
 use ftslm_model::generate::{
-    generate_batch, GenerationOptions, JsonObjectGrammar, Sampling, StopReason, TokenConstraint,
+    generate_batch, Generated, GenerationOptions, JsonObjectGrammar, Sampling, StopReason,
+    TokenConstraint,
 };
 
 use crate::error::InferenceError;
@@ -18,6 +19,18 @@ pub struct Extraction {
 }
 
 impl LoadedModel {
+    /// Continues each of `prompts` (token ids, rendered by `self.tokenizer`),
+    /// unconstrained, computing as the model's policy says.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        options: &GenerationOptions,
+    ) -> Result<Vec<Generated>, InferenceError> {
+        let policy = self.policy;
+        Ok(policy
+            .run(|| generate_batch(&self.model, self.adapter.as_ref(), prompts, options, None))?)
+    }
+
     /// The grammar extraction decodes with: none when `unconstrained`.
     pub fn grammar_unless(
         &self,
@@ -43,6 +56,19 @@ impl LoadedModel {
     /// JSON object with `keys` when `grammar` is given. `progress` gets the
     /// number of records finished so far.
     pub fn extract(
+        &self,
+        records: &[Record],
+        keys: &[String],
+        grammar: Option<&JsonObjectGrammar>,
+        max_new_tokens: usize,
+        batch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Extraction>, InferenceError> {
+        let policy = self.policy;
+        policy.run(|| self.extract_batches(records, keys, grammar, max_new_tokens, batch, progress))
+    }
+
+    fn extract_batches(
         &self,
         records: &[Record],
         keys: &[String],

@@ -10,7 +10,7 @@ use ftslm_data::synth::INSTRUCTION;
 use ftslm_data::task::sha256_hex;
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::{TrainedTask, MEDICAL_IE_FIELDS, SYSTEM_PROMPT, TASK_FILE};
-use ftslm_model::{LlamaModel, LoraAdapter};
+use ftslm_model::{ComputePolicy, LlamaModel, LoraAdapter};
 use ftslm_source::{FrozenBase, ModelSource};
 
 use crate::error::InferenceError;
@@ -21,6 +21,8 @@ pub struct LoadedModel {
     pub tokenizer: PromptTokenizer,
     pub base: FrozenBase,
     pub task: InferenceTask,
+    /// How generation and the answer loss compute (precision, threads).
+    pub policy: ComputePolicy,
     /// What the caller should tell the user: which prompt was chosen and why.
     pub notes: Vec<String>,
 }
@@ -97,12 +99,13 @@ impl LoadedModel {
     /// the frozen projections to NF4 instead of keeping their stored precision.
     /// The adapter's task record sets the prompt and fields (`choice`
     /// overrides it), and a base other than the one it names is refused
-    /// before the weights are loaded.
+    /// before the weights are loaded. `policy` says how it computes.
     pub fn load(
         model: &Path,
         adapter: Option<&Path>,
         nf4: bool,
         choice: &TaskChoice,
+        policy: ComputePolicy,
     ) -> Result<Self, InferenceError> {
         let source = ModelSource::locate(model)?;
         let mut notes = Vec::new();
@@ -159,6 +162,7 @@ impl LoadedModel {
             tokenizer,
             base,
             task,
+            policy,
             notes,
         })
     }

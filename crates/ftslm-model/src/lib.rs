@@ -5,6 +5,7 @@
 
 pub mod adapter_io;
 pub mod attention;
+pub mod compute;
 pub mod config;
 pub mod dropout;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod swiglu;
 #[cfg(test)]
 mod test_support;
 
+pub use compute::{ComputeDevice, ComputePolicy};
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
 pub use dropout::{DropoutMask, LoraDropout};
 pub use error::{ModelError, Result};

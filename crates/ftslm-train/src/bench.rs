@@ -16,7 +16,7 @@ use ftslm_config::LossOn;
 use ftslm_data::batching::{make_batches, BatchStrategy};
 use ftslm_data::SYSTEM_PROMPT;
 use ftslm_model::grad::PassSeconds;
-use ftslm_model::{LoraAdapter, LoraSettings, Projection};
+use ftslm_model::{ComputePolicy, LoraAdapter, LoraSettings, Projection};
 use serde::Serialize;
 
 use crate::clip::scale_grads;
@@ -38,8 +38,9 @@ pub struct BenchSettings {
     pub steps: usize,
     pub batch_size: usize,
     pub loss_on: LossOn,
-    /// Threads the process computes with (reported; the caller sets them up).
-    pub threads: usize,
+    /// Precision and threads of every pass (the baseline's
+    /// torch.set_num_threads is `policy.threads`).
+    pub policy: ComputePolicy,
 }
 
 /// Seconds spent per phase over the counted steps.
@@ -143,7 +144,8 @@ pub fn bench_train(
         use_rslora: false,
     };
     let adapter = LoraAdapter::new(model.config(), lora, None, 0, &device)?;
-    let mut engine = LlamaEngine::new(model, adapter, settings.loss_on, false)?;
+    let policy = settings.policy;
+    let mut engine = LlamaEngine::new(model, adapter, settings.loss_on, false, policy)?;
     let mut optimizer = AdamW::new(AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
@@ -154,13 +156,13 @@ pub fn bench_train(
 
     let mut report = BenchReport {
         stack: format!("ftslm ({base} base)"),
-        products: if ftslm_model::kernel::integer_products() {
+        products: if policy.run(ftslm_model::kernel::integer_products) {
             "int16 (AVX-512 VNNI)"
         } else {
             "f32"
         }
         .to_string(),
-        threads: settings.threads,
+        threads: policy.threads,
         batch_size: settings.batch_size,
         steps: settings.steps,
         loss_on: settings.loss_on.name().to_string(),

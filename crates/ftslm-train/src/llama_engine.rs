@@ -21,9 +21,9 @@ use ftslm_data::batching::{Batch, PAD_SEGMENT};
 use ftslm_model::grad::{
     loss_and_grads_timed, AdapterGrads, GradOptions, PassSeconds, TrainingRow, DEFAULT_CHUNK_TOKENS,
 };
-use ftslm_model::kernel;
 use ftslm_model::{
-    chunked_nll, LlamaModel, LoraAdapter, LoraDropout, ModelError, Projection, TokenNll,
+    chunked_nll, ComputePolicy, LlamaModel, LoraAdapter, LoraDropout, ModelError, Projection,
+    TokenNll,
 };
 
 use crate::engine::{EngineError, LossSum, ParamView, StepContext, TrainingEngine};
@@ -73,19 +73,23 @@ pub struct LlamaEngine {
     params: Vec<HostParam>,
     targets: LossOn,
     grad_options: GradOptions,
-    /// Rows of a micro-batch run at once; None: one per thread.
+    /// Device, matmul precision and threads of every pass.
+    policy: ComputePolicy,
+    /// Rows of a micro-batch run at once; None: one per policy thread.
     parallel_rows: Option<usize>,
     stats: EngineStats,
 }
 
 impl LlamaEngine {
     /// `gradient_checkpointing` recomputes each layer in the backward
-    /// (`training.gradient_checkpointing`).
+    /// (`training.gradient_checkpointing`); `policy` says how every pass
+    /// computes (precision, threads: one row per thread).
     pub fn new(
         model: LlamaModel,
         adapter: LoraAdapter,
         targets: LossOn,
         gradient_checkpointing: bool,
+        policy: ComputePolicy,
     ) -> Result<Self, ModelError> {
         adapter.check_fits(model.config())?;
         let params = host_params(&adapter)?;
@@ -98,6 +102,7 @@ impl LlamaEngine {
                 checkpointing: gradient_checkpointing,
                 chunk_tokens: DEFAULT_CHUNK_TOKENS,
             },
+            policy,
             parallel_rows: None,
             stats: EngineStats::default(),
         })
@@ -110,6 +115,10 @@ impl LlamaEngine {
         self.parallel_rows = Some(rows.max(1));
     }
 
+    pub fn policy(&self) -> ComputePolicy {
+        self.policy
+    }
+
     pub fn model(&self) -> &LlamaModel {
         &self.model
     }
@@ -120,6 +129,40 @@ impl LlamaEngine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// The eval loss of `batch`'s rows, one after another (products threaded).
+    fn eval_loss_rows(&mut self, batch: &Batch) -> Result<LossSum, EngineError> {
+        let started = Instant::now();
+        let mut loss = LossSum::default();
+        for row in self.rows(batch)? {
+            let nll = if row.target_mask.contains(&true) {
+                let hidden = self.model.final_hidden(
+                    &row.input_ids,
+                    &row.positions,
+                    &row.segments,
+                    Some(&self.adapter),
+                    None,
+                )?;
+                chunked_nll(
+                    &hidden,
+                    self.model.lm_head(),
+                    &row.input_ids,
+                    &row.target_mask,
+                    self.grad_options.chunk_tokens,
+                )?
+            } else {
+                TokenNll::default()
+            };
+            loss.add(LossSum {
+                sum: nll.total,
+                target_tokens: nll.tokens as u64,
+                input_tokens: row.input_ids.len() as u64,
+            });
+        }
+        self.stats.eval_seconds += started.elapsed().as_secs_f64();
+        self.stats.eval_tokens += loss.input_tokens;
+        Ok(loss)
     }
 
     /// The rows of `batch` with padding stripped and the target mask chosen.
@@ -182,26 +225,21 @@ impl LlamaEngine {
                 &self.grad_options,
             )
         };
-        let workers = self
-            .parallel_rows
-            .unwrap_or_else(kernel::threads)
-            .min(rows.len());
+        let policy = self.policy;
+        let workers = self.parallel_rows.unwrap_or(policy.threads).min(rows.len());
         if workers <= 1 {
-            return (0..rows.len()).map(run).collect();
+            return policy.run(|| (0..rows.len()).map(run).collect());
         }
         // Longest rows first, so that no core is left with a long row at the end.
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&index| std::cmp::Reverse(rows[index].input_ids.len()));
         let next = AtomicUsize::new(0);
-        let precision = kernel::matmul_precision();
         let slots: Vec<Mutex<Option<_>>> = rows.iter().map(|_| Mutex::new(None)).collect();
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 scope.spawn(|| {
                     while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let result = kernel::with_matmul_precision(precision, || {
-                            kernel::on_this_thread_only(|| run(index))
-                        });
+                        let result = policy.run_on_this_thread(|| run(index));
                         if let Ok(mut slot) = slots[index].lock() {
                             *slot = Some(result);
                         }
@@ -292,36 +330,8 @@ impl TrainingEngine for LlamaEngine {
     }
 
     fn eval_loss(&mut self, batch: &Batch) -> Result<LossSum, EngineError> {
-        let started = Instant::now();
-        let mut loss = LossSum::default();
-        for row in self.rows(batch)? {
-            let nll = if row.target_mask.contains(&true) {
-                let hidden = self.model.final_hidden(
-                    &row.input_ids,
-                    &row.positions,
-                    &row.segments,
-                    Some(&self.adapter),
-                    None,
-                )?;
-                chunked_nll(
-                    &hidden,
-                    self.model.lm_head(),
-                    &row.input_ids,
-                    &row.target_mask,
-                    self.grad_options.chunk_tokens,
-                )?
-            } else {
-                TokenNll::default()
-            };
-            loss.add(LossSum {
-                sum: nll.total,
-                target_tokens: nll.tokens as u64,
-                input_tokens: row.input_ids.len() as u64,
-            });
-        }
-        self.stats.eval_seconds += started.elapsed().as_secs_f64();
-        self.stats.eval_tokens += loss.input_tokens;
-        Ok(loss)
+        let policy = self.policy;
+        policy.run(|| self.eval_loss_rows(batch))
     }
 
     fn parameters(&mut self) -> Vec<ParamView<'_>> {

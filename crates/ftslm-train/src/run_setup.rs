@@ -19,7 +19,7 @@ use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_model::inspect::{
     EmbeddingPrecision, LoraPlan, MemoryEstimate, ParameterCounts, TrainingShape,
 };
-use ftslm_model::{LoraAdapter, LoraSettings, Projection};
+use ftslm_model::{ComputePolicy, LoraAdapter, LoraSettings, Projection};
 
 use crate::data::EpochSource;
 use crate::llama_engine::LlamaEngine;
@@ -160,11 +160,13 @@ pub struct PreparedRun {
     pub tokenizer: PromptTokenizer,
 }
 
-/// Loads everything a run needs; `note` receives progress lines (which
-/// stage is running, loader notes) as they happen.
+/// Loads everything a run needs, to compute as `policy` says; `note`
+/// receives progress lines (which stage is running, loader notes) as they
+/// happen.
 pub fn prepare(
     settings: &RunSettings,
     overrides: &RunOverrides,
+    policy: ComputePolicy,
     note: &mut dyn FnMut(&str),
 ) -> Result<PreparedRun, SetupError> {
     let mut options = trainer_options(&settings.training, overrides)?;
@@ -267,8 +269,9 @@ pub fn prepare(
         BatchStrategy::Packed => ds.max_seq_length.max(longest_example),
         _ => longest_example,
     };
-    let rows_in_flight =
-        ftslm_model::kernel::threads().min(settings.training.per_device_train_batch_size.max(1));
+    let rows_in_flight = policy
+        .threads
+        .min(settings.training.per_device_train_batch_size.max(1));
     // `model inspect`'s formula, for the rows computed side by side, with
     // the projections as loaded (not every base is NF4).
     let lora_plan = LoraPlan {
@@ -324,6 +327,7 @@ pub fn prepare(
         adapter,
         ds.loss_on,
         settings.training.gradient_checkpointing,
+        policy,
     )?;
     Ok(PreparedRun {
         source,

@@ -4,6 +4,7 @@
 //! first 4 training records) — which proves the two compare like with like.
 
 use ftslm_config::LossOn;
+use ftslm_model::ComputePolicy;
 use ftslm_train::bench::{bench_train, BenchReport, BenchSettings};
 
 /// The baseline's step-0 loss at batch 4 on the first four records.
@@ -19,7 +20,7 @@ fn step_zero(loss_on: LossOn) -> Option<BenchReport> {
         steps: 0,
         batch_size: 4,
         loss_on,
-        threads: 2,
+        policy: ComputePolicy::default().with_threads(2),
     };
     Some(bench_train(&settings, &mut |_| {}).unwrap())
 }

@@ -11,7 +11,7 @@ use ftslm_data::batching::Batch;
 use ftslm_data::record::Record;
 use ftslm_data::synth::generate;
 use ftslm_data::tokenize::PromptTokenizer;
-use ftslm_model::{DenseF32, LlamaModel, LoraAdapter, LoraSettings, Projection};
+use ftslm_model::{ComputePolicy, DenseF32, LlamaModel, LoraAdapter, LoraSettings, Projection};
 use ftslm_train::llama_engine::LlamaEngine;
 use ftslm_train::packed_data::BatchLayout;
 use ftslm_train::{
@@ -30,7 +30,7 @@ fn engine(dir: &Path, dropout: f64, targets: LossOn) -> LlamaEngine {
         use_rslora: false,
     };
     let adapter = LoraAdapter::new(model.config(), settings, None, 3, &Device::Cpu).unwrap();
-    LlamaEngine::new(model, adapter, targets, true).unwrap()
+    LlamaEngine::new(model, adapter, targets, true, ComputePolicy::default()).unwrap()
 }
 
 /// Two packed rows of synthetic records: four examples of different lengths.

@@ -21,9 +21,10 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     if threads == 0 {
         anyhow::bail!("--threads must be at least 1");
     }
-    // candle's matmuls and ftslm's kernels size their thread pools from this
-    // on first use, which has not happened yet: the baseline's
-    // torch.set_num_threads.
+    // The baseline's torch.set_num_threads: the engine's rows and products
+    // follow the policy; candle's own matmuls (the fallback where a CPU has
+    // no AVX-512) size their pool from this variable on first use, which has
+    // not happened yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let settings = BenchSettings {
         model,
@@ -31,7 +32,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         steps,
         batch_size,
         loss_on,
-        threads,
+        policy: global.compute_policy().with_threads(threads),
     };
     let quiet = global.quiet || json;
     let report = bench_train(&settings, &mut |line| {

@@ -32,7 +32,12 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let records: Vec<Record> = lines.iter().map(|l| l.record.clone()).collect();
     let line_numbers: Vec<usize> = lines.iter().map(|l| l.line).collect();
 
-    let loaded = load_model(&args.model, args.system_prompt.clone(), None)?;
+    let loaded = load_model(
+        &args.model,
+        global.compute_policy(),
+        args.system_prompt.clone(),
+        None,
+    )?;
     for n in &loaded.notes {
         note(global.quiet, n);
     }

@@ -40,6 +40,7 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
     };
     let loaded = load_model(
         &args.model,
+        global.compute_policy(),
         args.system_prompt.clone(),
         args.instruction.clone(),
     )?;

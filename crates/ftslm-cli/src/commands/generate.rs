@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use ftslm_data::ChatMessage;
-use ftslm_model::generate::{generate_batch, GenerationOptions, Sampling, StopReason};
+use ftslm_model::generate::{GenerationOptions, Sampling, StopReason};
 
 use crate::cli::{GenerateArgs, GlobalArgs};
 use crate::inference::load_model;
@@ -16,7 +16,12 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
     if let Some(problem) = sampling.problem() {
         bail!("{problem}");
     }
-    let loaded = load_model(&args.model, args.system.clone(), None)?;
+    let loaded = load_model(
+        &args.model,
+        global.compute_policy(),
+        args.system.clone(),
+        None,
+    )?;
     // An adapter trained by ftslm answers best under the system prompt it was
     // trained with; without one the chat template's default applies.
     let recorded = loaded.task.recorded.as_ref();
@@ -40,13 +45,7 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
         sampling,
         stop_ids: loaded.stop_ids(),
     };
-    let out = generate_batch(
-        &loaded.model,
-        loaded.adapter.as_ref(),
-        &[prompt],
-        &options,
-        None,
-    )?;
+    let out = loaded.generate(&[prompt], &options)?;
     let Some(generated) = out.into_iter().next() else {
         bail!("the model returned no sequence");
     };

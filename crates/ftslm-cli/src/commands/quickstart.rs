@@ -101,7 +101,7 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         "[3/5] scoring the base model on {} validation records…",
         records.len()
     ));
-    let before = score(&model, None, &records, &line_numbers, global.quiet)?;
+    let before = score(global, &model, None, &records, &line_numbers)?;
     before.write_json(&args.out.join("eval_before.json"))?;
 
     let run_dir = args.out.join("run");
@@ -137,13 +137,7 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         "[5/5] scoring the fine-tuned model on the same {} records…",
         records.len()
     ));
-    let after = score(
-        &model,
-        Some(&adapter),
-        &records,
-        &line_numbers,
-        global.quiet,
-    )?;
+    let after = score(global, &model, Some(&adapter), &records, &line_numbers)?;
     after.write_json(&args.out.join("eval_after.json"))?;
 
     println!();
@@ -174,15 +168,21 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
 
 /// Constrained extraction and field scores of `records`, with answer loss.
 fn score(
+    global: &GlobalArgs,
     model: &Path,
     adapter: Option<&Path>,
     records: &[Record],
     lines: &[usize],
-    quiet: bool,
 ) -> anyhow::Result<EvalReport> {
     // The trained adapter's ftslm_task.json gives the prompt training used;
     // the base model's scores use the same (the medical task's) defaults.
-    let loaded = LoadedModel::load(model, adapter, false, &TaskChoice::default())?;
+    let loaded = LoadedModel::load(
+        model,
+        adapter,
+        false,
+        &TaskChoice::default(),
+        global.compute_policy(),
+    )?;
     let grammar = loaded.json_grammar()?;
     let decoding = Decoding {
         grammar: Some(&grammar),
@@ -190,7 +190,7 @@ fn score(
         batch: 8,
         max_seq_length: 2048,
     };
-    evaluate(&loaded, records, lines, &decoding, quiet)
+    evaluate(&loaded, records, lines, &decoding, global.quiet)
 }
 
 /// The demo model and where it came from: `--model`, the shared fixtures

@@ -51,9 +51,12 @@ fn prepare_run(global: &GlobalArgs, overrides: &RunOverrides) -> anyhow::Result<
     }
     let settings = RunSettings::from_config(&config)?;
     let quiet = global.quiet;
-    Ok(prepare(&settings, overrides, &mut |line| {
-        note(quiet, line)
-    })?)
+    Ok(prepare(
+        &settings,
+        overrides,
+        global.compute_policy(),
+        &mut |line| note(quiet, line),
+    )?)
 }
 
 /// Prepares and trains a run, printing its plan and writing its report;

@@ -31,7 +31,7 @@ pub(crate) fn avx512_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 pub use quantised_matrix::QuantisedMatrix;
-pub use split::{on_this_thread_only, threads};
+pub use split::{thread_limit, threads, with_thread_limit};
 
 /// How exactly the frozen weights' products are computed, as PyTorch's
 /// `torch.set_float32_matmul_precision`: `Highest` multiplies in f32;
@@ -46,22 +46,10 @@ pub enum MatmulPrecision {
     High,
 }
 
-static INTEGER_PRODUCTS_OFF: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 thread_local! {
     /// This thread's precision where [`with_matmul_precision`] set one.
     static THREAD_PRECISION: std::cell::Cell<Option<MatmulPrecision>> =
         const { std::cell::Cell::new(None) };
-}
-
-/// Sets the precision of every product started afterwards, process-wide
-/// (a thread inside [`with_matmul_precision`] keeps its own).
-pub fn set_matmul_precision(precision: MatmulPrecision) {
-    INTEGER_PRODUCTS_OFF.store(
-        precision == MatmulPrecision::Highest,
-        std::sync::atomic::Ordering::Relaxed,
-    );
 }
 
 /// Runs `f` with the products it starts on this thread at `precision`.
@@ -76,16 +64,13 @@ pub fn with_matmul_precision<R>(precision: MatmulPrecision, f: impl FnOnce() -> 
     f()
 }
 
-/// The precision products started on this thread run at now.
+/// The precision products started on this thread run at now: the
+/// innermost [`with_matmul_precision`] (a `ComputePolicy` sets it), else the
+/// default, `High`.
 pub fn matmul_precision() -> MatmulPrecision {
-    if let Some(precision) = THREAD_PRECISION.with(std::cell::Cell::get) {
-        return precision;
-    }
-    if INTEGER_PRODUCTS_OFF.load(std::sync::atomic::Ordering::Relaxed) {
-        MatmulPrecision::Highest
-    } else {
-        MatmulPrecision::High
-    }
+    THREAD_PRECISION
+        .with(std::cell::Cell::get)
+        .unwrap_or_default()
 }
 
 /// Whether this CPU has the 16-bit integer kernels `High` precision uses.

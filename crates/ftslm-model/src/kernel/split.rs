@@ -23,17 +23,23 @@ pub fn threads() -> usize {
     *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
 
-/// Runs `f` with every product it starts kept on the calling thread: for
-/// callers that already keep one piece of work per core (rows of a batch).
-pub fn on_this_thread_only<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` with every product it starts on this thread using at most
+/// `limit` threads (1: kept on the calling thread, for callers that already
+/// keep one piece of work per core, as the rows of a batch).
+pub fn with_thread_limit<R>(limit: usize, f: impl FnOnce() -> R) -> R {
     struct Restore(usize);
     impl Drop for Restore {
         fn drop(&mut self) {
             THREAD_LIMIT.with(|limit| limit.set(self.0));
         }
     }
-    let _restore = Restore(THREAD_LIMIT.with(|limit| limit.replace(1)));
+    let _restore = Restore(THREAD_LIMIT.with(|l| l.replace(limit.max(1))));
     f()
+}
+
+/// The thread limit products started on this thread run under now.
+pub fn thread_limit() -> usize {
+    THREAD_LIMIT.with(Cell::get)
 }
 
 /// Threads worth using for `rows` activations against a `[out, in]` weight,
