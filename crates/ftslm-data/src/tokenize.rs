@@ -336,6 +336,13 @@ impl PromptTokenizer {
         &self.template
     }
 
+    /// The id that fills padding slots: the first end-of-turn id. Training,
+    /// the bench and `data stats` share this rule; the engine strips padding
+    /// before computing, so the id never reaches the model.
+    pub fn pad_id(&self) -> u32 {
+        self.end_of_turn_ids.first().copied().unwrap_or(0)
+    }
+
     pub fn system_prompt(&self) -> &str {
         &self.system_prompt
     }

@@ -117,7 +117,7 @@ pub fn bench_train(
             ),
         ));
     }
-    let pad_id = tokenizer.end_of_turn_ids().first().copied().unwrap_or(0);
+    let pad_id = tokenizer.pad_id();
     let batches = make_batches(
         &set.examples,
         BatchStrategy::PadToLongest,

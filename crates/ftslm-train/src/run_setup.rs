@@ -206,7 +206,7 @@ pub fn prepare(
         started.elapsed().as_secs_f64()
     ));
 
-    let pad_id = tokenizer.end_of_turn_ids().first().copied().unwrap_or(0);
+    let pad_id = tokenizer.pad_id();
     let layout = BatchLayout::new(
         ds.packing,
         settings.training.per_device_train_batch_size,

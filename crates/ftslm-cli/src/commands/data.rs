@@ -11,6 +11,7 @@ use ftslm_data::synth::{write_splits, SynthSpec};
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::validate::{read_records, validate_files, Schema};
 use ftslm_data::TokenizedExample;
+use ftslm_source::ModelSource;
 use serde::Serialize;
 use serde_json::json;
 
@@ -42,9 +43,13 @@ pub fn run(global: &GlobalArgs, cmd: DataCommand) -> anyhow::Result<ExitCode> {
                 None => config.training()?.per_device_train_batch_size,
             };
             let seed = config.training()?.seed;
+            let tokenizer = match model.as_deref() {
+                Some(m) => Some(prompt_tokenizer(m, &config.dataset()?.system_prompt)?),
+                None => None,
+            };
             stats(
                 &file,
-                model.as_deref(),
+                tokenizer.as_ref(),
                 max_seq_length,
                 batch_size,
                 seed,
@@ -81,11 +86,10 @@ pub fn run(global: &GlobalArgs, cmd: DataCommand) -> anyhow::Result<ExitCode> {
             max_seq_length,
             json,
         } => {
-            let max_seq_length = match max_seq_length {
-                Some(n) => n,
-                None => load_config(global, false)?.dataset()?.max_seq_length,
-            };
-            render(&file, &model, index, max_seq_length, json)
+            let dataset = load_config(global, false)?.dataset()?;
+            let max_seq_length = max_seq_length.unwrap_or(dataset.max_seq_length);
+            let tokenizer = prompt_tokenizer(&model, &dataset.system_prompt)?;
+            render(&file, &tokenizer, index, max_seq_length, json)
         }
     }
 }
@@ -168,7 +172,7 @@ struct StatsReport {
 
 fn stats(
     file: &Path,
-    model: Option<&Path>,
+    tokenizer: Option<&PromptTokenizer>,
     max_seq_length: usize,
     batch_size: usize,
     seed: u64,
@@ -183,9 +187,7 @@ fn stats(
         truncation: None,
         padding: None,
     };
-    if let Some(model) = model {
-        let tok = PromptTokenizer::from_model_path(model)
-            .with_context(|| format!("cannot load the tokenizer of {}", model.display()))?;
+    if let Some(tok) = tokenizer {
         let mut lengths = Vec::with_capacity(records.len());
         let mut examples: Vec<TokenizedExample> = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
@@ -218,7 +220,7 @@ fn stats(
             max_seq_length
         ));
         report.tokens = Some(t);
-        let pad_id = pad_token_id(&tok);
+        let pad_id = tok.pad_id();
         let fraction = |s| {
             padding_fraction(&make_batches(
                 &examples,
@@ -244,13 +246,12 @@ fn stats(
     Ok(ExitCode::SUCCESS)
 }
 
-fn pad_token_id(tok: &PromptTokenizer) -> u32 {
-    let t = tok.template();
-    t.pad_token()
-        .or(t.eos_token())
-        .and_then(|s| tok.tokenizer().token_to_id(s))
-        .or_else(|| tok.end_of_turn_ids().first().copied())
-        .unwrap_or(0)
+/// The tokenizer training would use for `model`: resolved as every command
+/// resolves a model, with the configuration's system prompt.
+fn prompt_tokenizer(model: &Path, system_prompt: &str) -> anyhow::Result<PromptTokenizer> {
+    ModelSource::locate(model)
+        .and_then(|source| source.prompt_tokenizer(system_prompt))
+        .with_context(|| format!("cannot load the tokenizer of {}", model.display()))
 }
 
 fn print_stats(r: &StatsReport) {
@@ -302,7 +303,7 @@ fn print_stats(r: &StatsReport) {
 
 fn render(
     file: &Path,
-    model: &Path,
+    tok: &PromptTokenizer,
     index: usize,
     max_seq_length: usize,
     json: bool,
@@ -316,8 +317,6 @@ fn render(
             records.len() - 1
         );
     };
-    let tok = PromptTokenizer::from_model_path(model)
-        .with_context(|| format!("cannot load the tokenizer of {}", model.display()))?;
     let rendered = tok.render(&entry.record)?;
     let example = tok.encode(&entry.record, max_seq_length)?;
     let pieces = tok.token_strings(&example.input_ids);
