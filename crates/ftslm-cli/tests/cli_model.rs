@@ -189,7 +189,7 @@ fn inspect_errors_name_the_path_or_flag() {
         .args(["model", "inspect", "nowhere"])
         .assert()
         .failure()
-        .stderr(contains("nowhere does not exist"));
+        .stderr(contains("model nowhere: does not exist"));
     std::fs::create_dir(tmp.path().join("empty")).unwrap();
     ftslm(tmp.path())
         .args(["model", "inspect", "empty"])

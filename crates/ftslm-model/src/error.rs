@@ -28,6 +28,10 @@ pub enum ModelError {
         problem: String,
     },
 
+    /// A model path that is not a model (missing, not a .gguf, ambiguous).
+    #[error("model {}: {problem}", path.display())]
+    ModelPath { path: PathBuf, problem: String },
+
     /// The file is well formed but describes something this crate does not run.
     #[error("{}: {problem}", path.display())]
     Unsupported { path: PathBuf, problem: String },

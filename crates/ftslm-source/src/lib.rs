@@ -11,6 +11,9 @@
 //! tokenizer.json and config.json beside it, as the SmolLM2 fixture is).
 
 pub mod bf16_base;
+mod describe;
+
+pub use describe::ModelDescription;
 
 pub use ftslm_model::loader::files::ModelFiles;
 

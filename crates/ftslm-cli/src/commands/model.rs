@@ -3,17 +3,16 @@
 //! holding only config.json is enough, so a model can be sized before it is
 //! downloaded; the arithmetic lives in `ftslm_model::inspect`.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use ftslm_model::inspect::{
-    is_llama31_8b_sized, stored_weights, ArchitectureSummary, EmbeddingPrecision, LoraPlan,
-    MemoryEstimate, ParameterCounts, StoredWeights, TrainingShape, ORIGINAL_PLAN_8B,
+    is_llama31_8b_sized, ArchitectureSummary, EmbeddingPrecision, LoraPlan, MemoryEstimate,
+    ParameterCounts, TrainingShape, ORIGINAL_PLAN_8B,
 };
-use ftslm_model::loader::gguf::{GgufFile, GgufMetadata};
-use ftslm_model::{LlamaConfig, Projection, RopeScaling};
+use ftslm_model::{Projection, RopeScaling};
+use ftslm_source::ModelDescription;
 use serde::Serialize;
 use serde_json::json;
 
@@ -32,20 +31,6 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Where the configuration was read and what the weights on disk hold.
-#[derive(Debug, Serialize)]
-struct ModelSource {
-    /// The file the architecture came from.
-    config_file: PathBuf,
-    format: &'static str,
-    /// safetensors of an HF directory; None for a config-only directory.
-    safetensors: Option<StoredWeights>,
-    /// Tensors per storage type of a GGUF file.
-    gguf_tensor_types: Option<BTreeMap<String, usize>>,
-    #[serde(skip)]
-    config: LlamaConfig,
-}
-
 #[derive(Debug, Serialize)]
 struct LoraSummary {
     r: usize,
@@ -62,7 +47,7 @@ fn inspect(
     batch_size: Option<usize>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let source = read_model(model)?;
+    let source = ModelDescription::read(model)?;
     let settings = load_config(global, false)?;
     let lora_settings = settings.lora()?;
     let lora = LoraPlan {
@@ -151,67 +136,6 @@ fn inspect(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The configuration of a model directory, a .gguf file or a config.json.
-fn read_model(path: &Path) -> anyhow::Result<ModelSource> {
-    if !path.exists() {
-        bail!(
-            "model {} does not exist; pass a Hugging Face model directory (config.json alone is enough) or a .gguf file",
-            path.display()
-        );
-    }
-    let is_ext = |ext: &str| {
-        path.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case(ext))
-    };
-    if path.is_dir() {
-        let config_file = path.join("config.json");
-        if !config_file.is_file() {
-            bail!(
-                "{} has no config.json; pass a Hugging Face model directory (or copy the model's config.json into it)",
-                path.display()
-            );
-        }
-        let config = LlamaConfig::from_file(&config_file)?;
-        let safetensors = stored_weights(path)
-            .with_context(|| format!("cannot read the weights in {}", path.display()))?;
-        return Ok(ModelSource {
-            config_file,
-            format: "huggingface",
-            safetensors,
-            gguf_tensor_types: None,
-            config,
-        });
-    }
-    if is_ext("gguf") {
-        let file = GgufFile::open(path)?;
-        let metadata = GgufMetadata::read(&file)?;
-        let config_file = match &metadata.config_source {
-            ftslm_model::loader::gguf::ConfigSource::ConfigJson(json) => json.clone(),
-            ftslm_model::loader::gguf::ConfigSource::GgufMetadata => path.to_path_buf(),
-        };
-        return Ok(ModelSource {
-            config_file,
-            format: "gguf",
-            safetensors: None,
-            gguf_tensor_types: Some(metadata.dtype_counts),
-            config: metadata.config,
-        });
-    }
-    if is_ext("json") {
-        return Ok(ModelSource {
-            config_file: path.to_path_buf(),
-            format: "config.json",
-            safetensors: None,
-            gguf_tensor_types: None,
-            config: LlamaConfig::from_file(path)?,
-        });
-    }
-    bail!(
-        "{} is neither a model directory, a .gguf file nor a config.json",
-        path.display()
-    )
-}
-
 /// `lora.target_modules` as projections; PEFT's "all-linear" means all seven.
 fn projections(names: &[String]) -> anyhow::Result<Vec<Projection>> {
     if names.iter().any(|n| n == "all-linear") {
@@ -238,7 +162,7 @@ fn projections(names: &[String]) -> anyhow::Result<Vec<Projection>> {
 
 fn print_report(
     model: &Path,
-    source: &ModelSource,
+    source: &ModelDescription,
     counts: &ParameterCounts,
     lora: &LoraSummary,
     memory: &MemoryEstimate,

@@ -25,7 +25,7 @@ pub enum ModelFiles {
 impl ModelFiles {
     /// Works out what `path` is, or says what it should be.
     pub fn locate(path: &Path) -> Result<Self> {
-        let problem = |problem: String| ModelError::Unsupported {
+        let problem = |problem: String| ModelError::ModelPath {
             path: path.to_path_buf(),
             problem,
         };
@@ -112,7 +112,7 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 fn gguf_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let listing = |e: std::io::Error| ModelError::Unsupported {
+    let listing = |e: std::io::Error| ModelError::ModelPath {
         path: dir.to_path_buf(),
         problem: format!("cannot be listed: {e}"),
     };
