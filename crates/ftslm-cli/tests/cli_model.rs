@@ -213,7 +213,9 @@ fn inspect_errors_name_the_path_or_flag() {
         ])
         .assert()
         .failure()
-        .stderr(contains("lora.target_modules names `lm_head`"));
+        .stderr(contains(
+            "lora.target_modules `lm_head` is not a Llama projection",
+        ));
 }
 
 #[test]

@@ -52,6 +52,32 @@ impl Projection {
         Self::ALL.into_iter().find(|p| p.module_name() == name)
     }
 
+    /// `lora.target_modules` (PEFT's names; "all-linear" means all seven) as
+    /// projections, each once in the order given; the error says what is wrong.
+    pub fn parse_targets(names: &[String]) -> std::result::Result<Vec<Self>, String> {
+        if names.iter().any(|n| n == "all-linear") {
+            return Ok(Self::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let Some(p) = Self::from_module_name(name) else {
+                let known: Vec<&str> = Self::ALL.iter().map(|p| p.module_name()).collect();
+                return Err(format!(
+                    "`{name}` is not a Llama projection; use {} or all-linear \
+                     (e.g. --set lora.target_modules=[q_proj,v_proj])",
+                    known.join(", ")
+                ));
+            };
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        if out.is_empty() {
+            return Err("is empty; name at least one projection, e.g. [q_proj, v_proj]".into());
+        }
+        Ok(out)
+    }
+
     /// The submodule of a decoder layer that owns the projection.
     pub fn block(self) -> &'static str {
         match self {
@@ -335,5 +361,30 @@ impl<'a> LayerLora<'a> {
         };
         let delta = weights.delta(x, keep.as_ref(), adapter.scale())?;
         Ok((y + delta)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_modules_map_to_projections_as_peft_names_them() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            Projection::parse_targets(&names(&["q_proj", "v_proj", "q_proj"])).unwrap(),
+            vec![Projection::Q, Projection::V]
+        );
+        assert_eq!(
+            Projection::parse_targets(&names(&["all-linear"])).unwrap(),
+            Projection::ALL
+        );
+        let err = Projection::parse_targets(&names(&["lm_head"])).unwrap_err();
+        assert!(
+            err.contains("`lm_head`") && err.contains("all-linear"),
+            "{err}"
+        );
+        let err = Projection::parse_targets(&[]).unwrap_err();
+        assert!(err.contains("is empty"), "{err}");
     }
 }

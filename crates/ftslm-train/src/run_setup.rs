@@ -120,21 +120,8 @@ pub fn trainer_options(
 
 /// The `lora:` section as the model crate's settings.
 pub fn lora_settings(l: &LoraConfig) -> Result<LoraSettings, SetupError> {
-    let mut target_modules = Vec::new();
-    for name in &l.target_modules {
-        let p = Projection::from_module_name(name).ok_or_else(|| {
-            SetupError::setting(
-                "lora.target_modules",
-                format!(
-                    "`{name}` is not a Llama projection; use q_proj, k_proj, v_proj, o_proj, \
-                     gate_proj, up_proj or down_proj"
-                ),
-            )
-        })?;
-        if !target_modules.contains(&p) {
-            target_modules.push(p);
-        }
-    }
+    let target_modules = Projection::parse_targets(&l.target_modules)
+        .map_err(|problem| SetupError::setting("lora.target_modules", problem))?;
     let settings = LoraSettings {
         r: l.r,
         alpha: l.lora_alpha,

@@ -52,7 +52,8 @@ fn inspect(
     let lora_settings = settings.lora()?;
     let lora = LoraPlan {
         r: lora_settings.r,
-        target_modules: projections(&lora_settings.target_modules)?,
+        target_modules: Projection::parse_targets(&lora_settings.target_modules)
+            .map_err(|problem| anyhow::anyhow!("lora.target_modules {problem}"))?,
     };
     if lora.r == 0 {
         bail!("lora.r is 0; set a rank of at least 1 (e.g. --set lora.r=16)");
@@ -134,30 +135,6 @@ fn inspect(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `lora.target_modules` as projections; PEFT's "all-linear" means all seven.
-fn projections(names: &[String]) -> anyhow::Result<Vec<Projection>> {
-    if names.iter().any(|n| n == "all-linear") {
-        return Ok(Projection::ALL.to_vec());
-    }
-    let mut out = Vec::new();
-    for name in names {
-        let Some(p) = Projection::from_module_name(name) else {
-            let known: Vec<&str> = Projection::ALL.iter().map(|p| p.module_name()).collect();
-            bail!(
-                "lora.target_modules names `{name}`; the Llama projections are {} (e.g. --set lora.target_modules=[q_proj,v_proj])",
-                known.join(", ")
-            );
-        };
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    if out.is_empty() {
-        bail!("lora.target_modules is empty; name at least one projection, e.g. [q_proj, v_proj]");
-    }
-    Ok(out)
 }
 
 fn print_report(
@@ -310,20 +287,5 @@ mod tests {
         assert_eq!(grouped(8_030_261_248), "8,030,261,248");
         assert_eq!(short_count(8_030_261_248), "8.03 B");
         assert_eq!(short_count(134_515_008), "134.5 M");
-    }
-
-    #[test]
-    fn target_modules_map_to_projections() {
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            projections(&names(&["q_proj", "v_proj", "q_proj"])).unwrap(),
-            vec![Projection::Q, Projection::V]
-        );
-        assert_eq!(projections(&names(&["all-linear"])).unwrap().len(), 7);
-        let err = projections(&names(&["lm_head"])).unwrap_err().to_string();
-        assert!(
-            err.contains("lora.target_modules") && err.contains("lm_head"),
-            "{err}"
-        );
     }
 }
