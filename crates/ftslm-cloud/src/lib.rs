@@ -10,6 +10,8 @@
 //! and every wait is bounded, so a missing network or missing credentials
 //! becomes a clear error, never a hang.
 
+#![forbid(unsafe_code)]
+
 pub mod aws;
 mod blocking;
 pub mod command_logs;

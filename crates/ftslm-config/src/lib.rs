@@ -6,6 +6,8 @@
 //! for every value where it came from. Unknown keys and values of the wrong type
 //! are errors that name the file and line and suggest the fix.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod file;
 mod keys;

@@ -5,6 +5,8 @@
 //! (one function for training and inference), and batching by length grouping
 //! or packing.
 
+#![forbid(unsafe_code)]
+
 pub mod batching;
 pub mod chat_template;
 pub mod example;

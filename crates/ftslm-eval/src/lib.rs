@@ -9,6 +9,8 @@
 //! (before and after fine-tuning). It knows nothing about models: the caller
 //! generates the outputs and, if it wants, measures the answer loss.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod metrics;
 pub mod normalize;

@@ -5,6 +5,8 @@
 //! new, never half of one, and anything named `*.tmp-*` is debris of a killed
 //! process that [`remove_debris`] may clear.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,8 @@
 //! trained fields, scoring against references with ftslm-eval, and the answer
 //! loss that lines up with training's eval loss.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod evaluation;
 mod extraction;

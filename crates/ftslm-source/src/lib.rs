@@ -10,6 +10,8 @@
 //! `.gguf` file, or a directory holding exactly one `.gguf` (with
 //! tokenizer.json and config.json beside it, as the SmolLM2 fixture is).
 
+#![forbid(unsafe_code)]
+
 pub mod bf16_base;
 mod describe;
 

@@ -3,6 +3,8 @@
 //! them must not pass vacuously on CI, so under `CI=true` a missing fixture is a
 //! panic, while on a developer machine without it the test says so and returns.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 pub mod moto;

@@ -7,6 +7,8 @@
 //! progress bar or log lines. The model is anything implementing
 //! [`TrainingEngine`]; the data is any [`EpochSource`].
 
+#![forbid(unsafe_code)]
+
 pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
