@@ -5,8 +5,11 @@
 //! double quantization, LoRA r=16/alpha 32/dropout 0.1 on q,k,v,o, AdamW at
 //! 2e-4 (torch's defaults otherwise: betas 0.9/0.999, eps 1e-8, weight decay
 //! 0.01, no clipping, no schedule), loss on every non-pad token (`All`) or on
-//! the answer. Step 0 warms up and is not counted; tokens/s counts non-pad
-//! tokens, as the baseline does.
+//! the answer, gradient checkpointing as configured (on, as `ftslm train`
+//! runs; the baseline's `--gc`). Step 0 warms up and is not counted; tokens/s
+//! counts non-pad tokens, as the baseline does. The step itself is the
+//! engine `ftslm train` runs; the loop around it is the bench's own (fixed
+//! batches in file order, no evaluation or checkpoints).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,6 +41,9 @@ pub struct BenchSettings {
     pub steps: usize,
     pub batch_size: usize,
     pub loss_on: LossOn,
+    /// Recompute each layer in the backward (`training.gradient_checkpointing`,
+    /// on by default as `ftslm train` runs; the baseline's `--gc`).
+    pub gradient_checkpointing: bool,
     /// Precision and threads of every pass (the baseline's
     /// torch.set_num_threads is `policy.threads`).
     pub policy: ComputePolicy,
@@ -75,6 +81,7 @@ pub struct BenchReport {
     pub batch_size: usize,
     pub steps: usize,
     pub loss_on: String,
+    pub gradient_checkpointing: bool,
     /// Non-pad tokens per second over the counted steps (`None` with `steps` = 0).
     pub tokens_per_s: Option<f64>,
     /// Peak resident memory of the process (VmHWM).
@@ -145,7 +152,13 @@ pub fn bench_train(
     };
     let adapter = LoraAdapter::new(model.config(), lora, None, 0, &device)?;
     let policy = settings.policy;
-    let mut engine = LlamaEngine::new(model, adapter, settings.loss_on, false, policy)?;
+    let mut engine = LlamaEngine::new(
+        model,
+        adapter,
+        settings.loss_on,
+        settings.gradient_checkpointing,
+        policy,
+    )?;
     let mut optimizer = AdamW::new(AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
@@ -166,6 +179,7 @@ pub fn bench_train(
         batch_size: settings.batch_size,
         steps: settings.steps,
         loss_on: settings.loss_on.name().to_string(),
+        gradient_checkpointing: settings.gradient_checkpointing,
         tokens_per_s: None,
         peak_rss_mb: None,
         losses: Vec::new(),

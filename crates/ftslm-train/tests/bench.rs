@@ -12,14 +12,20 @@ const BASELINE_STEP0_LOSS: f64 = 3.469;
 
 /// Step 0 alone on the default data, or `None` (a panic under CI) without ../shared.
 fn step_zero(loss_on: LossOn) -> Option<BenchReport> {
+    steps(loss_on, 0, true)
+}
+
+/// `steps` counted steps after step 0, with or without gradient checkpointing.
+fn steps(loss_on: LossOn, steps: usize, gradient_checkpointing: bool) -> Option<BenchReport> {
     let model = ftslm_testkit::shared("models/smollm2-135m-instruct")?;
     let data = ftslm_testkit::shared("data/medical-ie/train.jsonl")?;
     let settings = BenchSettings {
         model,
         data,
-        steps: 0,
+        steps,
         batch_size: 4,
         loss_on,
+        gradient_checkpointing,
         policy: ComputePolicy::default().with_threads(2),
     };
     Some(bench_train(&settings, &mut |_| {}).unwrap())
@@ -56,4 +62,15 @@ fn answer_only_loss_is_a_different_number_on_the_same_batch() {
         report.losses[0]
     );
     assert!(report.losses[0].is_finite());
+}
+
+#[test]
+fn checkpointing_recomputes_the_same_numbers() {
+    let (Some(on), Some(off)) = (steps(LossOn::All, 1, true), steps(LossOn::All, 1, false)) else {
+        return;
+    };
+    assert!(on.gradient_checkpointing && !off.gradient_checkpointing);
+    // Step 1's loss comes after one update from step 0's gradients, so equal
+    // losses mean equal gradients too.
+    assert_eq!(on.losses, off.losses);
 }

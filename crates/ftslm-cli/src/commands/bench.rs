@@ -26,12 +26,17 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     // no AVX-512) size their pool from this variable on first use, which has
     // not happened yet.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    // As `ftslm train` would run: the configuration's (and --set's) choice.
+    let gradient_checkpointing = super::load_config(global, false)?
+        .training()?
+        .gradient_checkpointing;
     let settings = BenchSettings {
         model,
         data,
         steps,
         batch_size,
         loss_on,
+        gradient_checkpointing,
         policy: global.compute_policy().with_threads(threads),
     };
     let quiet = global.quiet || json;
@@ -50,12 +55,18 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     };
     println!("{} (products in {})", report.stack, report.products);
     println!(
-        "tokens/s     {} (non-pad tokens, steps 1..{}, {} threads, batch {}, loss on {})",
+        "tokens/s     {} (non-pad tokens, steps 1..{}, {} threads, batch {}, loss on {}, \
+         gradient checkpointing {})",
         show(report.tokens_per_s, ""),
         report.steps,
         report.threads,
         report.batch_size,
-        report.loss_on
+        report.loss_on,
+        if report.gradient_checkpointing {
+            "on"
+        } else {
+            "off"
+        }
     );
     println!("peak RSS     {}", show(report.peak_rss_mb, "MiB"));
     println!(
