@@ -65,68 +65,62 @@ impl LoadedModel {
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<Extraction>, InferenceError> {
         let policy = self.policy;
-        policy.run(|| self.extract_batches(records, keys, grammar, max_new_tokens, batch, progress))
-    }
-
-    fn extract_batches(
-        &self,
-        records: &[Record],
-        keys: &[String],
-        grammar: Option<&JsonObjectGrammar>,
-        max_new_tokens: usize,
-        batch: usize,
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<Vec<Extraction>, InferenceError> {
-        let options = GenerationOptions {
-            max_new_tokens,
-            sampling: Sampling::Greedy,
-            stop_ids: self.stop_ids(),
-        };
-        let mut out = Vec::with_capacity(records.len());
-        for chunk in records.chunks(batch.max(1)) {
-            let prompts = chunk
-                .iter()
-                .map(|r| self.tokenizer.encode_prompt(r))
-                .collect::<Result<Vec<_>, _>>()?;
-            let generated = match grammar {
-                Some(g) => {
-                    let mut constraints = chunk
-                        .iter()
-                        .map(|_| g.constraint(keys))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let refs: Vec<&mut dyn TokenConstraint> = constraints
-                        .iter_mut()
-                        .map(|c| c as &mut dyn TokenConstraint)
-                        .collect();
-                    generate_batch(
+        policy.run(|| {
+            let options = GenerationOptions {
+                max_new_tokens,
+                sampling: Sampling::Greedy,
+                stop_ids: self.stop_ids(),
+            };
+            let mut out = Vec::with_capacity(records.len());
+            for chunk in records.chunks(batch.max(1)) {
+                let prompts = chunk
+                    .iter()
+                    .map(|r| self.tokenizer.encode_prompt(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let generated = match grammar {
+                    Some(g) => {
+                        let mut constraints = chunk
+                            .iter()
+                            .map(|_| g.constraint(keys))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let refs: Vec<&mut dyn TokenConstraint> = constraints
+                            .iter_mut()
+                            .map(|c| c as &mut dyn TokenConstraint)
+                            .collect();
+                        generate_batch(
+                            &self.model,
+                            self.adapter.as_ref(),
+                            &prompts,
+                            &options,
+                            Some(refs),
+                        )?
+                    }
+                    None => generate_batch(
                         &self.model,
                         self.adapter.as_ref(),
                         &prompts,
                         &options,
-                        Some(refs),
-                    )?
-                }
-                None => {
-                    generate_batch(&self.model, self.adapter.as_ref(), &prompts, &options, None)?
-                }
-            };
-            for g in generated {
-                let text = self.tokenizer.decode(&g.tokens)?;
-                let error = match (&g.stop, grammar.is_some()) {
-                    (StopReason::ConstraintFailed(e), _) => {
-                        Some(format!("constrained decoding failed: {e}"))
-                    }
-                    (StopReason::MaxNewTokens, true) => Some(format!(
-                        "the answer did not finish within --max-new-tokens {max_new_tokens}; \
-                         raise it or check the model"
-                    )),
-                    _ => None,
+                        None,
+                    )?,
                 };
-                out.push(Extraction { text, error });
+                for g in generated {
+                    let text = self.tokenizer.decode(&g.tokens)?;
+                    let error = match (&g.stop, grammar.is_some()) {
+                        (StopReason::ConstraintFailed(e), _) => {
+                            Some(format!("constrained decoding failed: {e}"))
+                        }
+                        (StopReason::MaxNewTokens, true) => Some(format!(
+                            "the answer did not finish within --max-new-tokens {max_new_tokens}; \
+                         raise it or check the model"
+                        )),
+                        _ => None,
+                    };
+                    out.push(Extraction { text, error });
+                }
+                progress(out.len());
             }
-            progress(out.len());
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
