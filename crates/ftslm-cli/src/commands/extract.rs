@@ -27,8 +27,8 @@ struct Input {
 pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> {
     let d = &args.decoding;
     // The inputs are read before the model so a bad line fails in a moment;
-    // their instruction is filled in once the adapter's task is known.
-    let mut inputs = match (&args.text, &args.file) {
+    // a line without an instruction takes the adapter's task's.
+    let inputs = match (&args.text, &args.file) {
         (Some(text), _) => vec![Input {
             line: None,
             id: None,
@@ -49,15 +49,16 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
     }
     // Decoding allows exactly the fields the adapter was trained to answer.
     let keys = loaded.task.fields.clone();
-    for input in &mut inputs {
-        input
-            .instruction
-            .get_or_insert(loaded.task.instruction.clone());
-    }
     let grammar = loaded.grammar_unless(d.unconstrained)?;
     let records: Vec<Record> = inputs
         .iter()
-        .map(|i| extraction_record(i.instruction.as_deref().unwrap_or_default(), &i.narrative))
+        .map(|i| {
+            let instruction = i.instruction.as_deref();
+            extraction_record(
+                instruction.unwrap_or(&loaded.task.instruction),
+                &i.narrative,
+            )
+        })
         .collect();
     if global.verbose > 0 && !global.quiet {
         if let Some(first) = records.first() {
