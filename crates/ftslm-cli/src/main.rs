@@ -1,8 +1,11 @@
 //! The `ftslm` binary: parses the command line and hands each command to its
 //! handler in `commands/`. All logic lives in the library crates; this crate
 //! only wires them together and turns their errors into messages and exit codes.
+//! It sets two process-wide settings no library may: candle's element-wise
+//! threads and the allocator policy for training.
 
-mod allocator;
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 mod inference;
@@ -21,7 +24,7 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    allocator::tune_for_training();
+    ftslm_kernels::allocator::tune_for_training();
     let cli = cli::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

@@ -58,64 +58,19 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn threads() -> usize {
-    candle_core::utils::get_num_threads()
+    ftslm_model::kernel::threads()
 }
 
 #[cfg(target_arch = "x86_64")]
 fn fma_loop(iterations: usize) -> f32 {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run(iterations: usize) -> f32 {
-        // 24 independent chains hide the FMA latency, as the product kernel does.
-        let mut acc = [_mm512_set1_ps(0.0); 24];
-        let a = _mm512_set1_ps(0.999_999);
-        let b = _mm512_set1_ps(1e-7);
-        for _ in 0..iterations {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, a, b);
-            }
-        }
-        let mut total = _mm512_setzero_ps();
-        for v in acc {
-            total = _mm512_add_ps(total, v);
-        }
-        _mm512_reduce_add_ps(total)
-    }
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was just detected.
-        unsafe { run(iterations) }
-    } else {
-        0.0
-    }
+    ftslm_kernels::peak::f32_fma_loop(iterations).unwrap_or(0.0)
 }
 
 /// The 16-bit integer kernel's instruction (`vpdpwssd`) from registers:
 /// two multiply-adds per i32 lane, 2 "FLOPs" each, as the int16 products count.
 #[cfg(target_arch = "x86_64")]
 fn vnni_loop(iterations: usize) -> i32 {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn run(iterations: usize) -> i32 {
-        let mut acc = [_mm512_setzero_si512(); 24];
-        let a = _mm512_set1_epi16(3);
-        let b = _mm512_set1_epi16(-2);
-        for _ in 0..iterations {
-            for v in acc.iter_mut() {
-                *v = _mm512_dpwssd_epi32(*v, a, b);
-            }
-        }
-        let mut total = _mm512_setzero_si512();
-        for v in acc {
-            total = _mm512_add_epi32(total, v);
-        }
-        _mm512_reduce_add_epi32(total)
-    }
-    if integer_products_available() {
-        // SAFETY: AVX-512F and VNNI were just detected.
-        unsafe { run(iterations) }
-    } else {
-        0
-    }
+    ftslm_kernels::peak::int16_dot_loop(iterations).unwrap_or(0)
 }
 
 fn machine(c: &mut Criterion) {

@@ -8,7 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{self, wide_fn};
+use crate::kernel::dropout::{kept_bytes, masked_values};
+use crate::kernel::{self};
 
 /// Which values of an input dropout keeps (1) or drops (0), as a u8
 /// tensor, and the factor 1/(1−p) the kept ones are scaled by.
@@ -80,36 +81,6 @@ impl DropoutMask {
 
     pub(crate) fn scale(&self) -> f32 {
         self.scale
-    }
-}
-
-/// The factor of one value: `scale` where kept, 0 where dropped.
-#[inline(always)]
-pub(crate) fn factor(kept: u8, scale: f32) -> f32 {
-    if kept != 0 {
-        scale
-    } else {
-        0.0
-    }
-}
-
-wide_fn! {
-    fn masked_values(x: &[f32], kept: &[u8], scale: f32) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
-        for ((o, &x), &k) in out.iter_mut().zip(x).zip(kept) {
-            *o = x * factor(k, scale);
-        }
-        out
-    }
-}
-
-wide_fn! {
-    fn kept_bytes(words: &[u32], threshold: u32) -> Vec<u8> {
-        let mut kept = vec![0u8; words.len()];
-        for (k, &w) in kept.iter_mut().zip(words) {
-            *k = u8::from(w >> 8 >= threshold);
-        }
-        kept
     }
 }
 

@@ -1,7 +1,11 @@
 //! ftslm-model owns the frozen base model and its adapter: the Llama
 //! architecture on candle tensors, checkpoint loaders (Hugging Face safetensors
-//! and GGUF), NF4 quantization bit-compatible with bitsandbytes, and LoRA
-//! adapters in PEFT's on-disk format, and generation with a KV cache.
+//! and GGUF), LoRA adapters in PEFT's on-disk format, the hand-written
+//! backward, merge, the memory estimate, and generation with a KV cache and
+//! constrained decoding. Its arithmetic on CPU values is `ftslm-kernels`'
+//! (reached through [`kernel`]); NF4 ([`nf4`]) is that crate's too.
+
+#![forbid(unsafe_code)]
 
 pub mod adapter_io;
 pub mod attention;
@@ -24,7 +28,7 @@ pub mod lora;
 pub mod loss;
 pub mod merge;
 pub mod mlp;
-pub mod nf4;
+pub use ftslm_kernels::nf4;
 pub mod norm;
 pub mod rope;
 pub mod swiglu;

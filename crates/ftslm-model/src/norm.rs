@@ -3,7 +3,8 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
-use crate::kernel::{dot, wide_fn, with_cpu_f32s, written_vec};
+use crate::kernel::norm::rms_norm_rows;
+use crate::kernel::with_cpu_f32s;
 
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
@@ -40,26 +41,6 @@ impl RmsNorm {
             Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),
             None => None,
         })
-    }
-}
-
-wide_fn! {
-    /// Each row of `x` (rows as long as `w`) normalised and scaled by `w`.
-    fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-        let hidden = w.len();
-        assert!(hidden > 0 && x.len().is_multiple_of(hidden));
-        // SAFETY: whole rows of `hidden` values, each written from a row of
-        // x and the `hidden` weights, cover every value.
-        unsafe {
-            written_vec(x.len(), |y| {
-                for (y, x) in y.chunks_exact_mut(hidden).zip(x.chunks_exact(hidden)) {
-                    let inv_rms = 1.0 / (dot(x, x) / hidden as f32 + eps).sqrt();
-                    for ((y, x), w) in y.iter_mut().zip(x).zip(w) {
-                        y.write(x * inv_rms * w);
-                    }
-                }
-            })
-        }
     }
 }
 

@@ -9,7 +9,8 @@ use candle_core::{Device, Tensor, D};
 
 use crate::config::{RopeConfig, RopeScaling};
 use crate::error::Result;
-use crate::kernel::{wide_fn, with_cpu_f32s};
+use crate::kernel::rope::rotate_heads;
+use crate::kernel::with_cpu_f32s;
 
 /// The `head_dim / 2` angular frequencies θ_i, in f32 as transformers keeps them.
 ///
@@ -145,36 +146,6 @@ impl RopeTables {
             Some(y) => Some(Tensor::from_vec(y, x.shape(), &Device::Cpu)?),
             None => None,
         })
-    }
-}
-
-wide_fn! {
-    /// Every head of every token of `x` turned by its token's row of `cos`
-    /// and `sin` (`head_dim` wide), forward or back. The products and the
-    /// sum are candle's in the same order, so the values are the same.
-    fn rotate_heads(x: &[f32], cos: &[f32], sin: &[f32], head_dim: usize, back: bool) -> Vec<f32> {
-        let half = head_dim / 2;
-        let per_token = x.len() / (cos.len() / head_dim).max(1);
-        let mut y = vec![0f32; x.len()];
-        let tokens = y.chunks_exact_mut(per_token).zip(x.chunks_exact(per_token));
-        for ((y, x), (cos, sin)) in tokens.zip(cos.chunks_exact(head_dim).zip(sin.chunks_exact(head_dim))) {
-            let ((c1, c2), (s1, s2)) = (cos.split_at(half), sin.split_at(half));
-            for (y, x) in y.chunks_exact_mut(head_dim).zip(x.chunks_exact(head_dim)) {
-                let ((y1, y2), (x1, x2)) = (y.split_at_mut(half), x.split_at(half));
-                let pairs = y1.iter_mut().zip(y2.iter_mut()).zip(x1.iter().zip(x2));
-                let tables = c1.iter().zip(c2).zip(s1.iter().zip(s2));
-                for (((y1, y2), (&x1, &x2)), ((&c1, &c2), (&s1, &s2))) in pairs.zip(tables) {
-                    if back {
-                        *y1 = x1 * c1 + x2 * s2;
-                        *y2 = x2 * c2 - x1 * s1;
-                    } else {
-                        *y1 = x1 * c1 - x2 * s1;
-                        *y2 = x2 * c2 + x1 * s2;
-                    }
-                }
-            }
-        }
-        y
     }
 }
 

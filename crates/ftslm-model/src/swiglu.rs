@@ -11,7 +11,8 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{exp, wide_fn, with_cpu_f32s, written_vec};
+use crate::kernel::swiglu::{swiglu_gradients, swiglu_values};
+use crate::kernel::with_cpu_f32s;
 
 /// silu(gate) ⊙ up, shaped as `gate`.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -46,52 +47,6 @@ pub fn swiglu_backward(
     let d_gate = (d_activated * up)?.mul(&silu_grad)?;
     let d_up = (d_activated * silu)?;
     Ok((d_gate, d_up))
-}
-
-wide_fn! {
-    fn swiglu_values(g: &[f32], u: &[f32]) -> Vec<f32> {
-        // A `for` loop, not `map(..).collect()`: `collect` is a function of
-        // its own, compiled for the baseline (four wide, with a division).
-        assert_eq!(g.len(), u.len());
-        // SAFETY: the zip of three slices of one length writes every value.
-        unsafe {
-            written_vec(g.len(), |a| {
-                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                    a.write(g * sigmoid(g) * u);
-                }
-            })
-        }
-    }
-}
-
-wide_fn! {
-    /// (∂L/∂g, ∂L/∂u) from ∂L/∂a, g and u of equal lengths.
-    fn swiglu_gradients(da: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        assert!(da.len() == g.len() && u.len() == g.len());
-        let (mut d_gate, mut d_up) = (Vec::with_capacity(g.len()), Vec::with_capacity(g.len()));
-        let outputs = d_gate.spare_capacity_mut()[..g.len()]
-            .iter_mut()
-            .zip(&mut d_up.spare_capacity_mut()[..g.len()]);
-        for ((d_gate, d_up), ((&da, &g), &u)) in outputs.zip(da.iter().zip(g).zip(u)) {
-            let s = sigmoid(g);
-            d_up.write(da * g * s);
-            d_gate.write(da * u * s * (1.0 + g * (1.0 - s)));
-        }
-        // SAFETY: the loop ran over all g.len() values (the lengths are
-        // equal, asserted above) and wrote both outputs at each; not zeroing
-        // them first is `kernel::written_vec`'s saving.
-        unsafe {
-            d_gate.set_len(g.len());
-            d_up.set_len(g.len());
-        }
-        (d_gate, d_up)
-    }
-}
-
-/// σ(g) = 1 / (1 + e^(−g)); e^(−g) is +∞ below g = −88, giving 0 as it should.
-#[inline(always)]
-fn sigmoid(g: f32) -> f32 {
-    1.0 / (1.0 + exp(-g))
 }
 
 fn same_shape(gate: &Tensor, other: &Tensor, name: &str) -> Result<()> {

@@ -16,10 +16,8 @@ use std::ops::Range;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
-use crate::kernel::{
-    dense_matmul, dense_matmul_t, dot, exp, flush_subnormal, max, sum, transpose, wide_fn,
-    with_cpu_f32s,
-};
+use crate::kernel::softmax::{causal_softmax_rows, score_gradients};
+use crate::kernel::{dense_matmul, dense_matmul_t, transpose, with_cpu_f32s};
 
 /// Query positions per block. A block reads only the keys up to its last
 /// position, so of the scores above the causal diagonal only the corner
@@ -268,46 +266,6 @@ fn on_cpu_f32(tensors: &[&Tensor]) -> bool {
 /// Head `h` of a buffer of heads holding `len` values each.
 fn part(values: &[f32], h: usize, len: usize) -> &[f32] {
     &values[h * len..(h + 1) * len]
-}
-
-wide_fn! {
-    /// Softmaxes rows of `width` scores whose first row is at `first_position`.
-    fn causal_softmax_rows(p: &mut [f32], width: usize, first_position: usize, scale: f32) {
-        for (position, row) in (first_position..).zip(p.chunks_exact_mut(width)) {
-            causal_softmax(row, position, scale);
-        }
-    }
-}
-
-/// Scales the row's visible scores `row[..=last]` by `scale`, softmaxes
-/// them and zeroes the masked rest, as the additive −∞ mask then softmax do.
-#[inline(always)]
-fn causal_softmax(row: &mut [f32], last: usize, scale: f32) {
-    let (visible, masked) = row.split_at_mut(last + 1);
-    for s in visible.iter_mut() {
-        *s *= scale;
-    }
-    let max = max(visible);
-    for s in visible.iter_mut() {
-        *s = exp(*s - max);
-    }
-    let sum = sum(visible);
-    for s in visible.iter_mut() {
-        *s = flush_subnormal(*s / sum);
-    }
-    masked.fill(0.0);
-}
-
-wide_fn! {
-    /// dP → dS = P ⊙ (dP − rowsum(dP ⊙ P))·c in place, rows of `width`.
-    fn score_gradients(ds: &mut [f32], p: &[f32], width: usize, scale: f32) {
-        for (ds_row, p_row) in ds.chunks_exact_mut(width).zip(p.chunks_exact(width)) {
-            let row_dot = dot(ds_row, p_row);
-            for (g, &p) in ds_row.iter_mut().zip(p_row) {
-                *g = flush_subnormal(p * (*g - row_dot) * scale);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

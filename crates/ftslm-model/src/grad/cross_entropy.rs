@@ -7,6 +7,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::error::{ModelError, Result};
 use crate::kernel;
+use crate::kernel::softmax::softmax_minus_onehot_rows;
 use crate::loss::TokenNll;
 
 /// Target positions per chunk by default: [128, vocab] f32 logits are 25 MB
@@ -235,49 +236,4 @@ fn fused_cross_entropy(
     };
     let d_hidden = Tensor::from_vec(d_hidden, (rows, width), hidden.device())?;
     Ok(Some((total, d_hidden)))
-}
-
-kernel::wide_fn! {
-    /// [`softmax_minus_onehot`] over rows of `vocab` logits, one target id
-    /// each; the rows' nll summed.
-    fn softmax_minus_onehot_rows(logits: &mut [f32], vocab: usize, ids: &[u32], scale: f32) -> f64 {
-        // A `for` loop, not `map(..).sum()`: the iterator's `fold` is a
-        // function of its own, compiled for the baseline, not inlined here.
-        let mut total = 0.0;
-        for (z, &id) in logits.chunks_exact_mut(vocab).zip(ids) {
-            total += softmax_minus_onehot(z, id as usize, scale);
-        }
-        total
-    }
-}
-
-/// Overwrites the logits `z` of one row with `scale · (softmax(z) − onehot(id))`
-/// and returns that row's nll = logsumexp(z) − z[id]. Sums run in f64.
-#[inline(always)]
-fn softmax_minus_onehot(z: &mut [f32], id: usize, scale: f32) -> f64 {
-    let max = kernel::max(z);
-    let target = z[id];
-    for v in z.iter_mut() {
-        *v = kernel::exp(*v - max);
-    }
-    // Eight running sums so the loop vectorises; f64 keeps 49k terms exact enough.
-    let mut lanes = [0.0f64; 8];
-    let mut chunks = z.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f64::from(v);
-        }
-    }
-    let sum = lanes.iter().sum::<f64>()
-        + chunks
-            .remainder()
-            .iter()
-            .map(|&v| f64::from(v))
-            .sum::<f64>();
-    let inv = scale / sum as f32;
-    for v in z.iter_mut() {
-        *v = kernel::flush_subnormal(*v * inv);
-    }
-    z[id] -= scale;
-    sum.ln() - f64::from(target - max)
 }

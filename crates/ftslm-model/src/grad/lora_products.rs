@@ -11,8 +11,9 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::dropout::{factor, DropoutMask};
+use crate::dropout::DropoutMask;
 use crate::error::Result;
+use crate::kernel::dropout::factor;
 use crate::kernel::{dense_matmul, transpose, with_cpu_f32s};
 use crate::lora::LoraWeights;
 

@@ -4,7 +4,8 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
-use crate::kernel::{dot, wide_fn, with_cpu_f32s};
+use crate::kernel::norm::rms_norm_backward_rows;
+use crate::kernel::with_cpu_f32s;
 use crate::norm::RmsNorm;
 
 /// x [tokens, hidden], dy [tokens, hidden] → dx [tokens, hidden].
@@ -39,27 +40,6 @@ fn backward_f32(norm: &RmsNorm, x: &Tensor, dy: &Tensor) -> Result<Option<Tensor
         Some(dx) => Some(Tensor::from_vec(dx, x.shape(), &Device::Cpu)?),
         None => None,
     })
-}
-
-wide_fn! {
-    /// dx row by row, for rows of `x` and `dy` as long as `w`.
-    fn rms_norm_backward_rows(x: &[f32], dy: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-        let hidden = w.len();
-        let mut dx = vec![0f32; x.len()];
-        let rows = dx.chunks_exact_mut(hidden).zip(x.chunks_exact(hidden));
-        for ((dx, x), dy) in rows.zip(dy.chunks_exact(hidden)) {
-            let inv_rms = 1.0 / (dot(x, x) / hidden as f32 + eps).sqrt();
-            // g = dy ⊙ w, held in dx until the last loop.
-            for ((g, dy), w) in dx.iter_mut().zip(dy).zip(w) {
-                *g = dy * w;
-            }
-            let coefficient = inv_rms.powi(3) * dot(dx, x) / hidden as f32;
-            for (g, x) in dx.iter_mut().zip(x) {
-                *g = *g * inv_rms - x * coefficient;
-            }
-        }
-        dx
-    }
 }
 
 #[cfg(test)]

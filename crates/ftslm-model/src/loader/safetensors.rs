@@ -5,8 +5,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
+use ftslm_kernels::MappedFile;
+use safetensors::SafeTensors;
 use serde_json::Value;
 
 use super::WeightSource;
@@ -26,7 +28,7 @@ pub struct SafetensorsCheckpoint {
 
 struct Shard {
     path: PathBuf,
-    file: MmapedSafetensors,
+    file: MappedFile,
 }
 
 impl std::fmt::Debug for SafetensorsCheckpoint {
@@ -50,10 +52,10 @@ impl SafetensorsCheckpoint {
         if single.is_file() {
             let shard = Shard::open(&single)?;
             let routing = shard
-                .file
-                .tensors()
+                .header()?
+                .names()
                 .into_iter()
-                .map(|(name, _)| (name, 0))
+                .map(|name| (name.to_string(), 0))
                 .collect();
             return Ok(SafetensorsCheckpoint {
                 shards: vec![shard],
@@ -133,7 +135,8 @@ impl SafetensorsCheckpoint {
             hint: String::new(),
         };
         let shard = &self.shards[*self.routing.get(name).ok_or_else(missing)?];
-        let view = shard.file.get(name).map_err(|_| missing())?;
+        let header = shard.header()?;
+        let view = header.tensor(name).map_err(|_| missing())?;
         use ::safetensors::Dtype;
         match view.dtype() {
             Dtype::BF16 | Dtype::F16 | Dtype::F32 => {}
@@ -145,13 +148,10 @@ impl SafetensorsCheckpoint {
                 })
             }
         }
-        shard
-            .file
-            .load(name, device)
-            .map_err(|source| ModelError::Safetensors {
-                path: shard.path.clone(),
-                source: Box::new(source),
-            })
+        view.load(device).map_err(|source| ModelError::Safetensors {
+            path: shard.path.clone(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -188,16 +188,22 @@ impl Shard {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "shard file not found"),
             ));
         }
-        // SAFETY: the mapping is read-only; like every mmap-based loader we
-        // rely on checkpoint files not being truncated while a model loads.
-        let file =
-            unsafe { MmapedSafetensors::new(path) }.map_err(|source| ModelError::Safetensors {
-                path: path.to_path_buf(),
-                source: Box::new(source),
-            })?;
-        Ok(Shard {
+        let file = MappedFile::open(path).map_err(|source| ModelError::io(path, source))?;
+        let shard = Shard {
             path: path.to_path_buf(),
             file,
+        };
+        // A file that is not safetensors fails here, at open, not at its first tensor.
+        shard.header()?;
+        Ok(shard)
+    }
+
+    /// The file's header over its mapped bytes (parsed again on each call:
+    /// a few microseconds, against converting the tensor it is asked for).
+    fn header(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(self.file.bytes()).map_err(|source| ModelError::Safetensors {
+            path: self.path.clone(),
+            source: Box::new(candle_core::Error::from(source)),
         })
     }
 }

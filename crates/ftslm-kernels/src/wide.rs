@@ -26,7 +26,7 @@ macro_rules! wide_fn {
             }
 
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernel::avx512_available() {
+            if $crate::avx512_available() {
                 // SAFETY: AVX-512F was detected just above.
                 return unsafe { with_avx512($($arg),*) };
             }

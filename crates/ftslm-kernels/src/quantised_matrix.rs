@@ -235,7 +235,7 @@ impl QuantisedMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::vnni::available;
+    use crate::vnni::available;
 
     /// Both products of a dense matrix in 64 × 64 tiles against the exact
     /// sums: each value within half a step (2⁻¹² of the largest |value| of

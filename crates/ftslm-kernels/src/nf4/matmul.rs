@@ -8,8 +8,8 @@
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
-use crate::kernel::{avx512, integer_products, vnni};
-use crate::kernel::{run_split, scatter_columns, split_range, worker_count};
+use crate::{avx512, integer_products, vnni};
+use crate::{run_split, scatter_columns, split_range, worker_count};
 
 use super::{Nf4Error, Nf4Tensor, NF4_BLOCK_SIZE};
 

@@ -7,6 +7,9 @@
 //! not trimming it after each free lets the next layer reuse the pages
 //! (measured in `ftslm bench train`: +5% tokens/s, a third of the page
 //! faults, the same peak RSS).
+//!
+//! It changes the whole process, so no library calls it: the `ftslm`
+//! binary does, at start. It lives here because it is `unsafe` code.
 
 /// Largest allocation still served from the heap rather than by `mmap`.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -18,7 +21,8 @@ const TRIM_THRESHOLD: libc::c_int = 1 << 30;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TOP_PAD: libc::c_int = 64 << 20;
 
-/// Applies the policy; a no-op away from glibc. Older glibc versions refuse
+/// Applies the policy to this process; a no-op away from glibc. Call it
+/// before any thread starts. Older glibc versions refuse
 /// a threshold above 32 MiB; the trim threshold is then left alone too,
 /// because setting it freezes the mmap threshold at its 128 KiB start
 /// (measured: a third slower).

@@ -1,4 +1,4 @@
-//! The NF4 products on AVX-512, built on `crate::kernel::avx512`'s kernel:
+//! The NF4 products on AVX-512, built on `crate::avx512`'s kernel:
 //!
 //! * forward `y = x·Wᵀ` is computed as `yᵀ = W·xᵀ`: A is MR rows of W
 //!   decoded straight from the codes, 16 at a time, B is xᵀ in token panels;
@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernel::avx512::{
+use crate::avx512::{
     a_operand, kernel, require_avx512, rows_of, store_rows, TokenPanels, LANES, MR, NR,
 };
 

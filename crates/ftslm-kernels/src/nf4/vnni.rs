@@ -1,4 +1,4 @@
-//! The NF4 products on `crate::kernel::vnni`'s 16-bit integer kernel, for
+//! The NF4 products on `crate::vnni`'s 16-bit integer kernel, for
 //! matrices whose rows are whole NF4 blocks (`in_features` a multiple of 64):
 //!
 //! * forward `y = x·Wᵀ` as `yᵀ = W·xᵀ`: A is MR rows of W decoded to
@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernel::vnni::{
+use crate::vnni::{
     require_vnni, QuantisedPanels, QuantisedRow, QuantisedRows, Strip, BLOCK, MR, NR, QMAX,
 };
 

@@ -14,13 +14,19 @@ thread_local! {
     static THREAD_LIMIT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// The threads a product may use: candle's count, RAYON_NUM_THREADS when
-/// set, else the physical cores. Read once, at the first product, as candle
-/// and rayon size their pools once (every product used to read the
-/// environment again).
+/// The threads a product may use at most: RAYON_NUM_THREADS when set (as
+/// candle and rayon read it), else the CPUs this process may run on. Read
+/// once, at the first product, as candle and rayon size their pools once.
+/// A `ComputePolicy` narrows it per thread ([`with_thread_limit`]).
 pub fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+    *THREADS.get_or_init(|| {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
 
 /// Runs `f` with every product it starts on this thread using at most

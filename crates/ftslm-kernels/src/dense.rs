@@ -1,139 +1,14 @@
-//! Matrix products of the training hot path on the CPU: the frozen
-//! projections (dense or NF4) and the LM head. On CPUs with AVX-512 they run
-//! one register-blocked kernel (`avx512`); elsewhere callers fall back to
-//! candle's matmul (dense) or the portable NF4 loops. Threads split a
-//! product's output columns (`split`). The element-wise loops around the
-//! products (softmaxes, SwiGLU, norms, RoPE) get AVX-512 copies through
-//! `wide_fn!` and share the vectorisable `exp`, `dot`, `sum` and `max`.
+//! Products with a dense row-major f32 weight on the AVX-512 kernel, and the
+//! tiled transpose the attention products use.
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
-mod exp;
+use crate::avx512;
 #[cfg(target_arch = "x86_64")]
-mod quantised_matrix;
-mod split;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod vnni;
-mod wide;
-
-pub use exp::exp;
-pub use wide::{dot, max, sum};
-pub(crate) use wide::{wide_fn, written_vec};
-
-/// Whether this CPU runs the AVX-512 kernels (checked once, then cached).
-#[inline]
-pub(crate) fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return avx512::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
-pub use quantised_matrix::QuantisedMatrix;
-pub use split::{thread_limit, threads, with_thread_limit};
-
-/// How exactly the frozen weights' products are computed, as PyTorch's
-/// `torch.set_float32_matmul_precision`: `Highest` multiplies in f32;
-/// `High` lets CPUs with AVX-512 VNNI multiply 16-bit integers quantised in
-/// blocks of 64 (each value to 2⁻¹³ of its block's largest, finer than
-/// bf16's 2⁻⁹ of itself) at twice the f32 rate, accumulating exactly in
-/// i32 and then in f32.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum MatmulPrecision {
-    Highest,
-    #[default]
-    High,
-}
-
-thread_local! {
-    /// This thread's precision where [`with_matmul_precision`] set one.
-    static THREAD_PRECISION: std::cell::Cell<Option<MatmulPrecision>> =
-        const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` with the products it starts on this thread at `precision`.
-pub fn with_matmul_precision<R>(precision: MatmulPrecision, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<MatmulPrecision>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_PRECISION.with(|p| p.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD_PRECISION.with(|p| p.replace(Some(precision))));
-    f()
-}
-
-/// The precision products started on this thread run at now: the
-/// innermost [`with_matmul_precision`] (a `ComputePolicy` sets it), else the
-/// default, `High`.
-pub fn matmul_precision() -> MatmulPrecision {
-    THREAD_PRECISION
-        .with(std::cell::Cell::get)
-        .unwrap_or_default()
-}
-
-/// Whether this CPU has the 16-bit integer kernels `High` precision uses.
-pub fn integer_products_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return vnni::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// Whether products started on this thread now may use the 16-bit integer
-/// kernels (`High` precision on a CPU that has them).
-#[inline]
-pub fn integer_products() -> bool {
-    matmul_precision() == MatmulPrecision::High && integer_products_available()
-}
-pub(crate) use split::{run_split, scatter_columns, split_range, worker_count};
-
-use candle_core::{Storage, Tensor};
-
-/// `value`, or 0 where it is subnormal. Probabilities and their gradients
-/// underflow into that range (a softmax over 49k logits, a sharp attention
-/// row), and every FMA touching a subnormal takes a microcode assist that
-/// made one attention backward ten times slower; values below 1.2e-38 carry
-/// nothing a step could use.
-#[inline]
-pub fn flush_subnormal(value: f32) -> f32 {
-    if value.abs() < f32::MIN_POSITIVE {
-        0.0
-    } else {
-        value
-    }
-}
-
-/// Runs `f` on the values of a contiguous f32 tensor in CPU memory without
-/// copying them; None for any other tensor.
-pub fn with_cpu_f32<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    with_cpu_values(tensor, f)
-}
-
-/// [`with_cpu_f32`] for a u8 tensor.
-pub fn with_cpu_u8<R>(tensor: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    with_cpu_values(tensor, f)
-}
-
-fn with_cpu_values<T: candle_core::WithDType, R>(
-    tensor: &Tensor,
-    f: impl FnOnce(&[T]) -> R,
-) -> Option<R> {
-    let (storage, layout) = tensor.storage_and_layout();
-    let (start, end) = layout.contiguous_offsets()?;
-    match &*storage {
-        Storage::Cpu(cpu) => cpu
-            .as_slice::<T>()
-            .ok()
-            .map(|values| f(&values[start..end])),
-        _ => None,
-    }
-}
+use crate::split::{run_split, scatter_columns, split_range, worker_count};
 
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, in 16 × 16 tiles: a
 /// row at a time, each value was written to another cache line.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const TILE: usize = 16;
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
     for r0 in (0..rows).step_by(TILE) {
@@ -148,23 +23,6 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
             }
         }
     }
-}
-
-/// [`with_cpu_f32`] for several tensors at once.
-pub fn with_cpu_f32s<const N: usize, R>(
-    tensors: [&Tensor; N],
-    f: impl FnOnce([&[f32]; N]) -> R,
-) -> Option<R> {
-    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
-    let mut values: [&[f32]; N] = [&[]; N];
-    for (slot, (storage, layout)) in values.iter_mut().zip(&guards) {
-        let (start, end) = layout.contiguous_offsets()?;
-        let Storage::Cpu(cpu) = &**storage else {
-            return None;
-        };
-        *slot = &cpu.as_slice::<f32>().ok()?[start..end];
-    }
-    Some(f(values))
 }
 
 /// `y[rows, out] = x[rows, in] · Wᵀ` for a dense row-major `W [out, in]`.
