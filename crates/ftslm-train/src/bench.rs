@@ -7,30 +7,34 @@
 //! 0.01, no clipping, no schedule), loss on every non-pad token (`All`) or on
 //! the answer, gradient checkpointing as configured (on, as `ftslm train`
 //! runs; the baseline's `--gc`). Step 0 warms up and is not counted; tokens/s
-//! counts non-pad tokens, as the baseline does. The step itself is the
-//! engine `ftslm train` runs; the loop around it is the bench's own (fixed
-//! batches in file order, no evaluation or checkpoints).
+//! counts non-pad tokens, as the baseline does. The steps are `ftslm
+//! train`'s own: the bench hands the batches, in file order, to the training
+//! loop (`trainer::train`, with its normalisation, gradient-norm computation,
+//! AdamW, schedule, per-step log and the run directory it writes in a
+//! scratch folder), and times each step from the loop's progress reports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use ftslm_config::LossOn;
-use ftslm_data::batching::{make_batches, BatchStrategy};
+use ftslm_config::{LossOn, LrSchedulerType};
+use ftslm_data::batching::{make_batches, Batch, BatchStrategy};
 use ftslm_data::SYSTEM_PROMPT;
 use ftslm_model::grad::PassSeconds;
 use ftslm_model::{ComputePolicy, LoraAdapter, LoraSettings, Projection};
+use ftslm_source::{FrozenBase, ModelSource};
 use serde::Serialize;
 
-use crate::clip::scale_grads;
-use crate::engine::{StepContext, TrainingEngine};
+use crate::data::InOrderBatches;
+use crate::engine::{EngineError, LossSum, ParamView, StepContext, TrainingEngine};
 use crate::llama_engine::LlamaEngine;
-use crate::optimizer::{AdamW, AdamWConfig};
+use crate::metrics::MetricRecord;
+use crate::options::TrainerOptions;
 use crate::packed_data::TokenizedSet;
+use crate::progress::Progress;
 use crate::setup_error::SetupError;
-use crate::step::step_seed;
 use crate::summary::peak_rss_bytes;
-use ftslm_source::{FrozenBase, ModelSource};
+use crate::trainer::train;
 
 /// The baseline's settings that a user may change.
 #[derive(Debug, Clone)]
@@ -152,29 +156,54 @@ pub fn bench_train(
     };
     let adapter = LoraAdapter::new(model.config(), lora, None, 0, &device)?;
     let policy = settings.policy;
-    let mut engine = LlamaEngine::new(
+    let engine = LlamaEngine::new(
         model,
         adapter,
         settings.loss_on,
         settings.gradient_checkpointing,
         policy,
     )?;
-    let mut optimizer = AdamW::new(AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.01,
-    });
     let load_seconds = started.elapsed().as_secs_f64();
+
+    let products = if policy.run(ftslm_model::kernel::integer_products) {
+        "int16 (AVX-512 VNNI)"
+    } else {
+        "f32"
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("ftslm-bench-")
+        .tempdir()
+        .map_err(|e| SetupError::setting("bench", format!("a scratch run directory: {e}")))?;
+    let options = bench_trainer_options(scratch.path().join("run"), settings);
+    let data = InOrderBatches::new(batches);
+    let mut timed = TimedEngine {
+        engine,
+        calls: Vec::new(),
+    };
+    let mut steps = StepClock::new(note);
+    train(&mut timed, &options, &data, &[], &mut steps)
+        .map_err(|e| SetupError::setting("bench", e.to_string()))?;
+    let StepClock {
+        seconds: step_seconds,
+        losses,
+        ..
+    } = steps;
+    if timed.calls.len() != step_seconds.len() || losses.len() != step_seconds.len() {
+        return Err(SetupError::setting(
+            "bench",
+            format!(
+                "the loop ran {} steps, {} forward/backward calls and logged {} losses; \
+                 a bench step is one call, logged",
+                step_seconds.len(),
+                timed.calls.len(),
+                losses.len()
+            ),
+        ));
+    }
 
     let mut report = BenchReport {
         stack: format!("ftslm ({base} base)"),
-        products: if policy.run(ftslm_model::kernel::integer_products) {
-            "int16 (AVX-512 VNNI)"
-        } else {
-            "f32"
-        }
-        .to_string(),
+        products: products.to_string(),
         threads: policy.threads,
         batch_size: settings.batch_size,
         steps: settings.steps,
@@ -182,76 +211,25 @@ pub fn bench_train(
         gradient_checkpointing: settings.gradient_checkpointing,
         tokens_per_s: None,
         peak_rss_mb: None,
-        losses: Vec::new(),
-        step_seconds: Vec::new(),
-        step_tokens: Vec::new(),
-        step_padding: Vec::new(),
+        losses,
+        step_tokens: timed.calls.iter().map(|c| c.input_tokens).collect(),
+        step_padding: timed.calls.iter().map(|c| c.padding).collect(),
+        step_seconds,
         phases: BenchPhases {
             data: data_seconds,
             ..BenchPhases::default()
         },
         load_seconds,
     };
+    // Step 0 warms up and is not counted.
     let (mut tokens, mut seconds) = (0u64, 0f64);
     let mut passes = PassSeconds::default();
-    for (s, batch) in batches.iter().enumerate() {
-        let passes_before = engine.stats().passes;
-        let step = s as u64 + 1;
-        let t0 = Instant::now();
-        engine.zero_grads();
-        let loss = engine
-            .forward_backward(
-                batch,
-                StepContext {
-                    step,
-                    micro_batch: 0,
-                    seed: step_seed(0, step, 0),
-                },
-            )
-            .map_err(|e| SetupError::setting("bench", format!("step {s}: {e}")))?;
-        let t1 = Instant::now();
-        let mean = loss.mean().ok_or_else(|| {
-            SetupError::setting("bench", format!("step {s} has no target tokens"))
-        })?;
-        {
-            let mut params = engine.parameters();
-            scale_grads(&mut params, (1.0 / loss.target_tokens as f64) as f32);
-            optimizer
-                .step(&mut params, 2e-4)
-                .map_err(|e| SetupError::setting("bench", e.to_string()))?;
-        }
-        engine
-            .parameters_changed()
-            .map_err(|e| SetupError::setting("bench", e.to_string()))?;
-        let t2 = Instant::now();
-        let step_seconds = (t2 - t0).as_secs_f64();
-        note(&format!(
-            "step {s}: loss {mean:.4}, {} tokens, {step_seconds:.2}s{}",
-            loss.input_tokens,
-            if s == 0 {
-                " (warm-up, not counted)"
-            } else {
-                ""
-            }
-        ));
-        report.losses.push(mean);
-        report.step_seconds.push(step_seconds);
-        report.step_tokens.push(loss.input_tokens);
-        report
-            .step_padding
-            .push((batch.slots() - batch.real_tokens()) as u64);
-        if s > 0 {
-            tokens += loss.input_tokens;
-            seconds += step_seconds;
-            report.phases.forward_backward += (t1 - t0).as_secs_f64();
-            let after = engine.stats().passes;
-            passes.add(PassSeconds {
-                forward: after.forward - passes_before.forward,
-                loss_head: after.loss_head - passes_before.loss_head,
-                backward: after.backward - passes_before.backward,
-            });
-            report.phases.optimizer += (t2 - t1).as_secs_f64();
-        }
+    for (call, &step_seconds) in timed.calls.iter().zip(&report.step_seconds).skip(1) {
+        tokens += call.input_tokens;
+        seconds += step_seconds;
+        report.phases.forward_backward += call.seconds;
+        report.phases.optimizer += step_seconds - call.seconds;
+        passes.add(call.passes);
     }
     let row_seconds = passes.forward + passes.loss_head + passes.backward;
     if row_seconds > 0.0 {
@@ -263,4 +241,137 @@ pub fn bench_train(
     report.tokens_per_s = (seconds > 0.0).then(|| tokens as f64 / seconds);
     report.peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0));
     Ok(report)
+}
+
+/// `ftslm train`'s options for the baseline's loop: `steps + 1` steps of one
+/// micro-batch, AdamW at a constant 2e-4 with torch's defaults (weight
+/// decay 0.01), no clipping, a log line every step, no evaluation and no
+/// checkpoint before the end.
+fn bench_trainer_options(output_dir: PathBuf, settings: &BenchSettings) -> TrainerOptions {
+    let mut options = TrainerOptions::new(output_dir);
+    options.max_steps = (settings.steps + 1) as i64;
+    options.per_device_train_batch_size = settings.batch_size;
+    options.gradient_accumulation_steps = 1;
+    options.learning_rate = 2e-4;
+    options.warmup_steps = 0;
+    options.lr_scheduler_type = LrSchedulerType::Constant;
+    options.weight_decay = 0.01;
+    options.max_grad_norm = 0.0;
+    options.logging_steps = 1;
+    options.eval_steps = 0;
+    options.save_steps = 0;
+    options.save_total_limit = None;
+    options.load_best_model_at_end = false;
+    options.seed = 0;
+    options.resume = false;
+    options
+}
+
+/// One forward/backward call as the loop made it.
+struct EngineCall {
+    seconds: f64,
+    passes: PassSeconds,
+    input_tokens: u64,
+    padding: u64,
+}
+
+/// The engine `train` drives, with each forward/backward call timed; every
+/// other call passes straight through.
+struct TimedEngine {
+    engine: LlamaEngine,
+    calls: Vec<EngineCall>,
+}
+
+impl TrainingEngine for TimedEngine {
+    type Batch = Batch;
+
+    fn forward_backward(&mut self, batch: &Batch, ctx: StepContext) -> Result<LossSum, EngineError> {
+        let before = self.engine.stats().passes;
+        let started = Instant::now();
+        let loss = self.engine.forward_backward(batch, ctx)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let after = self.engine.stats().passes;
+        self.calls.push(EngineCall {
+            seconds,
+            passes: PassSeconds {
+                forward: after.forward - before.forward,
+                loss_head: after.loss_head - before.loss_head,
+                backward: after.backward - before.backward,
+            },
+            input_tokens: loss.input_tokens,
+            padding: (batch.slots() - batch.real_tokens()) as u64,
+        });
+        Ok(loss)
+    }
+
+    fn eval_loss(&mut self, batch: &Batch) -> Result<LossSum, EngineError> {
+        self.engine.eval_loss(batch)
+    }
+
+    fn parameters(&mut self) -> Vec<ParamView<'_>> {
+        self.engine.parameters()
+    }
+
+    fn zero_grads(&mut self) {
+        self.engine.zero_grads();
+    }
+
+    fn parameters_changed(&mut self) -> Result<(), EngineError> {
+        self.engine.parameters_changed()
+    }
+
+    fn save_adapter(&self, dir: &Path) -> Result<(), EngineError> {
+        self.engine.save_adapter(dir)
+    }
+
+    fn load_adapter(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.engine.load_adapter(dir)
+    }
+}
+
+/// The loop's progress as the bench reads it: each step's wall time (from
+/// the end of the one before, as a user waits for it) and its logged loss.
+struct StepClock<'a> {
+    note: &'a mut dyn FnMut(&str),
+    last: Instant,
+    seconds: Vec<f64>,
+    losses: Vec<f64>,
+}
+
+impl<'a> StepClock<'a> {
+    fn new(note: &'a mut dyn FnMut(&str)) -> Self {
+        StepClock {
+            note,
+            last: Instant::now(),
+            seconds: Vec::new(),
+            losses: Vec::new(),
+        }
+    }
+}
+
+impl Progress for StepClock<'_> {
+    fn start(&mut self, _step: u64, _total: u64) {
+        self.last = Instant::now();
+    }
+
+    fn step(&mut self, step: u64) {
+        let now = Instant::now();
+        let seconds = (now - self.last).as_secs_f64();
+        self.last = now;
+        self.seconds.push(seconds);
+        let s = step - 1;
+        let loss = self.losses.last().copied().unwrap_or(f64::NAN);
+        let warm_up = if s == 0 { " (warm-up, not counted)" } else { "" };
+        (self.note)(&format!("step {s}: loss {loss:.4}, {seconds:.2}s{warm_up}"));
+    }
+
+    fn record(&mut self, record: &MetricRecord) {
+        if let Some(loss) = record.loss {
+            self.losses.push(loss);
+        }
+    }
+
+    fn note(&mut self, _message: &str) {}
+
+    fn finish(&mut self) {}
 }

@@ -62,6 +62,31 @@ impl<B: Clone> EpochSource for ShuffledBatches<B> {
     }
 }
 
+/// Fixed micro-batches in the same given order every epoch (the bench's
+/// file order, as the Python baseline reads its records).
+#[derive(Debug, Clone)]
+pub struct InOrderBatches<B> {
+    batches: Vec<B>,
+}
+
+impl<B> InOrderBatches<B> {
+    pub fn new(batches: Vec<B>) -> Self {
+        InOrderBatches { batches }
+    }
+}
+
+impl<B: Clone> EpochSource for InOrderBatches<B> {
+    type Batch = B;
+
+    fn batches_per_epoch(&self) -> usize {
+        self.batches.len()
+    }
+
+    fn epoch_batches(&self, _epoch: u64, _rng: &mut ChaCha8Rng) -> Result<Vec<B>, EngineError> {
+        Ok(self.batches.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
