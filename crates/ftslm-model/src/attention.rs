@@ -1,15 +1,14 @@
-//! Grouped-query causal self-attention over one packed row. Each example of
-//! the row (a run of equal segment ids) attends only to itself, so the cost is
-//! Σ nᵢ² rather than (Σ nᵢ)² and no mask crosses an example boundary.
-
-use std::ops::Range;
+//! Grouped-query causal self-attention: the layer's weights, the keys and
+//! values a generated sequence has seen (`LayerKv`), and attention over them
+//! for generation. Each example of a row (a run of equal segment ids)
+//! attends only to itself, so the cost is Σ nᵢ² rather than (Σ nᵢ)² and no
+//! mask crosses an example boundary. The forward itself, with its backward,
+//! is `grad::attention`'s.
 
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
 use crate::frozen_linear::FrozenWeight;
-use crate::lora::{LayerLora, Projection};
-use crate::rope::RopeTables;
 
 #[derive(Debug)]
 pub struct Attention {
@@ -27,78 +26,10 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// x [tokens, hidden] → [tokens, hidden]. `segments` are the token ranges
-    /// of the row's examples, in order and covering the row.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        segments: &[Range<usize>],
-        lora: &mut LayerLora,
-    ) -> Result<Tensor> {
-        let (q, k, v) = self.qkv(x, rope, lora)?;
-        let mut contexts = Vec::with_capacity(segments.len());
-        for segment in segments {
-            let (start, n) = (segment.start, segment.len());
-            let q = q.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [heads, n, head_dim]
-            let k = k.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [kv_heads, n, head_dim]
-            let v = v.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?;
-            contexts.push(self.attend(&q, &k, &v)?);
-        }
-        let context = Tensor::cat(&contexts, 0)?; // [tokens, heads·head_dim]
-        lora.project(Projection::O, &*self.o_proj, &context)
-    }
-}
-
-impl Attention {
-    /// Like [`forward`](Self::forward) for the new tokens of sequences whose
-    /// earlier keys and values sit in `caches`: segment `i` of the row
-    /// continues the sequence of `caches[i]`, and its keys and values are
-    /// appended there. `rope` must hold each token's absolute position.
-    pub fn forward_cached(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        segments: &[Range<usize>],
-        caches: &mut [&mut LayerKv],
-        lora: &mut LayerLora,
-    ) -> Result<Tensor> {
-        let (q, k, v) = self.qkv(x, rope, lora)?;
-        let mut contexts = Vec::with_capacity(segments.len());
-        for (segment, cache) in segments.iter().zip(caches.iter_mut()) {
-            let (start, n) = (segment.start, segment.len());
-            let q = q.narrow(0, start, n)?.transpose(0, 1)?.contiguous()?; // [heads, n, head_dim]
-            let k = k.narrow(0, start, n)?.transpose(0, 1)?; // [kv_heads, n, head_dim]
-            let v = v.narrow(0, start, n)?.transpose(0, 1)?;
-            let (k, v) = cache.append(&k, &v)?; // [kv_heads, t, head_dim]
-            contexts.push(self.attend(&q, &k, &v)?);
-        }
-        let context = Tensor::cat(&contexts, 0)?;
-        lora.project(Projection::O, &*self.o_proj, &context)
-    }
-
-    /// Projects x [tokens, hidden] to q [tokens, heads, head_dim] and k, v
-    /// [tokens, kv_heads, head_dim], with RoPE applied to q and k.
-    fn qkv(
-        &self,
-        x: &Tensor,
-        rope: &RopeTables,
-        lora: &mut LayerLora,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
-        let tokens = x.dim(0)?;
-        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = lora.project(Projection::Q, &*self.q_proj, x)?; // [tokens, heads·head_dim]
-        let k = lora.project(Projection::K, &*self.k_proj, x)?; // [tokens, kv_heads·head_dim]
-        let v = lora.project(Projection::V, &*self.v_proj, x)?;
-        let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
-        let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
-        Ok((q, k, v.reshape((tokens, kv_heads, head_dim))?))
-    }
-
     /// One example's attention: q [heads, n, head_dim] are the last n of the
     /// t positions whose keys and values k, v [kv_heads, t, head_dim] hold;
     /// returns the context [n, heads·head_dim].
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    pub(crate) fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let group = heads / kv_heads;
         let n = q.dim(1)?;

@@ -118,14 +118,6 @@ impl LoraDropout {
             scale: 1.0 / (1.0 - self.p),
         }))
     }
-
-    /// [`LoraDropout::dropout_mask`] as factors: 0 (dropped) or 1/(1-p) (kept).
-    pub fn mask(&mut self, dims: &[usize], device: &Device) -> Result<Option<Tensor>> {
-        match self.dropout_mask(dims, device)? {
-            Some(mask) => mask.factors(DType::F32).map(Some),
-            None => Ok(None),
-        }
-    }
 }
 
 /// The integer form of `rng.random::<f32>() < p`: rand draws that f32 as
@@ -152,7 +144,8 @@ mod tests {
             // Two masks of odd sizes: the second continues the stream where
             // the first left it.
             for dims in [[64, 97], [3, 5]] {
-                let mask = dropout.mask(&dims, &Device::Cpu).unwrap().unwrap();
+                let mask = dropout.dropout_mask(&dims, &Device::Cpu).unwrap().unwrap();
+                let mask = mask.factors(DType::F32).unwrap();
                 let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let want: Vec<bool> = (0..mask.len()).map(|_| rng.random::<f32>() < p).collect();
                 let dropped: Vec<bool> = mask.iter().map(|&v| v == 0.0).collect();
@@ -161,7 +154,11 @@ mod tests {
             assert_eq!(dropout.rng.next_u32(), rng.next_u32(), "p = {p}");
         }
         let mut dropout = LoraDropout::new(0.5, 7);
-        let mask = dropout.mask(&[64, 97], &Device::Cpu).unwrap().unwrap();
+        let mask = dropout
+            .dropout_mask(&[64, 97], &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let mask = mask.factors(DType::F32).unwrap();
         let mask = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(mask.contains(&0.0) && mask.contains(&2.0));
         // At the edge: a 24-bit value equal to p·2²⁴ is not below p.

@@ -11,9 +11,12 @@ use crate::attention::{Attention, LayerKv};
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenFormat, FrozenWeight};
+use crate::grad::decoder::{layer_forward, layer_forward_cached};
+use crate::grad::linear::LayerAdapter;
+use crate::grad::model::layer_adapter;
 use crate::kernel;
 use crate::loader::{SafetensorsCheckpoint, WeightSource};
-use crate::lora::{LayerLora, LoraAdapter, LoraDropout, Projection};
+use crate::lora::{LoraAdapter, LoraDropout, Projection};
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
 use crate::rope::RotaryEmbedding;
@@ -195,17 +198,23 @@ impl LlamaModel {
         let ids = Tensor::new(input_ids, &self.device)?;
         let rope = self.rope.tables(positions, &self.device)?;
 
+        let tokens = input_ids.len();
         let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
         for (index, layer) in self.layers.iter().enumerate() {
-            let mut lora = LayerLora::new(adapter, index, dropout.as_deref_mut());
-            // attention block, pre-norm residual
-            let normed = layer.input_layernorm.forward(&h)?;
-            let attended = layer.self_attn.forward(&normed, &rope, &runs, &mut lora)?;
-            h = (h + attended)?;
-            // feed-forward block, pre-norm residual
-            let normed = layer.post_attention_layernorm.forward(&h)?;
-            let transformed = layer.mlp.forward(&normed, &mut lora)?;
-            h = (h + transformed)?;
+            let lora = match adapter {
+                Some(adapter) => layer_adapter(
+                    &self.config,
+                    adapter,
+                    index,
+                    tokens,
+                    dropout.as_deref_mut(),
+                    &self.device,
+                )?,
+                None => LayerAdapter::none(),
+            };
+            // The training forward; its saved state is dropped layer by layer.
+            let (out, _) = layer_forward(layer, &lora, &h, &rope, &runs)?;
+            h = out;
         }
         self.norm.forward(&h)
     }
@@ -256,21 +265,13 @@ impl LlamaModel {
 
         let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
         for (index, layer) in self.layers.iter().enumerate() {
-            let mut lora = LayerLora::new(adapter, index, None);
+            let lora = match adapter {
+                Some(adapter) => LayerAdapter::from_adapter(adapter, index),
+                None => LayerAdapter::none(),
+            };
             let mut layer_caches: Vec<&mut LayerKv> =
                 caches.iter_mut().map(|c| &mut c.layers[index]).collect();
-            let normed = layer.input_layernorm.forward(&h)?;
-            let attended = layer.self_attn.forward_cached(
-                &normed,
-                &rope,
-                &segments,
-                &mut layer_caches,
-                &mut lora,
-            )?;
-            h = (h + attended)?;
-            let normed = layer.post_attention_layernorm.forward(&h)?;
-            let transformed = layer.mlp.forward(&normed, &mut lora)?;
-            h = (h + transformed)?;
+            h = layer_forward_cached(layer, &lora, &h, &rope, &segments, &mut layer_caches)?;
         }
         let last: Vec<u32> = segments.iter().map(|r| (r.end - 1) as u32).collect();
         let last = Tensor::new(last.as_slice(), &self.device)?;

@@ -11,7 +11,6 @@ use serde_json::{Map, Value};
 use crate::config::LlamaConfig;
 pub use crate::dropout::LoraDropout;
 use crate::error::{ModelError, Result};
-use crate::frozen_linear::FrozenWeight;
 
 /// A projection of a decoder layer, named as PEFT's `target_modules` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -166,20 +165,6 @@ pub struct LoraWeights {
     pub b: Tensor,
 }
 
-impl LoraWeights {
-    /// scale · (x ⊙ keep)·Aᵀ·Bᵀ for x [rows, in] → [rows, out]; `keep` is a
-    /// dropout mask already divided by the keep probability.
-    pub fn delta(&self, x: &Tensor, keep: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-        let x = match keep {
-            Some(keep) => x.mul(keep)?,
-            None => x.clone(),
-        };
-        let down = x.matmul(&self.a.t()?)?; // [rows, r]
-        let up = down.matmul(&self.b.t()?)?; // [rows, out]
-        Ok(up.affine(scale, 0.0)?)
-    }
-}
-
 /// A LoRA adapter for every decoder layer of one model.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
@@ -319,49 +304,6 @@ impl LoraAdapter {
 /// gain·√(3/fan_in) with gain = √(2/(1+a²)).
 pub fn kaiming_uniform_bound(fan_in: usize, a: f64) -> f64 {
     (6.0 / ((1.0 + a * a) * fan_in as f64)).sqrt()
-}
-
-/// What one decoder layer's projections add on top of their frozen weights.
-pub struct LayerLora<'a> {
-    adapter: Option<&'a LoraAdapter>,
-    layer: usize,
-    dropout: Option<&'a mut LoraDropout>,
-}
-
-impl<'a> LayerLora<'a> {
-    pub fn new(
-        adapter: Option<&'a LoraAdapter>,
-        layer: usize,
-        dropout: Option<&'a mut LoraDropout>,
-    ) -> Self {
-        LayerLora {
-            adapter,
-            layer,
-            dropout,
-        }
-    }
-
-    /// y = base(x) + scale · B·A·dropout(x) where the projection is adapted.
-    pub fn project(
-        &mut self,
-        projection: Projection,
-        base: &dyn FrozenWeight,
-        x: &Tensor,
-    ) -> Result<Tensor> {
-        let y = base.forward(x)?;
-        let Some(adapter) = self.adapter else {
-            return Ok(y);
-        };
-        let Some(weights) = adapter.get(self.layer, projection) else {
-            return Ok(y);
-        };
-        let keep = match self.dropout.as_deref_mut() {
-            Some(dropout) => dropout.mask(x.dims(), x.device())?,
-            None => None,
-        };
-        let delta = weights.delta(x, keep.as_ref(), adapter.scale())?;
-        Ok((y + delta)?)
-    }
 }
 
 #[cfg(test)]

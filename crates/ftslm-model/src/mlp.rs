@@ -1,11 +1,7 @@
-//! Llama's SwiGLU feed-forward block.
+//! Llama's SwiGLU feed-forward block: its weights. The forward and
+//! backward are `grad::mlp`'s.
 
-use candle_core::Tensor;
-
-use crate::error::Result;
 use crate::frozen_linear::FrozenWeight;
-use crate::lora::{LayerLora, Projection};
-use crate::swiglu::swiglu;
 
 #[derive(Debug)]
 pub struct Mlp {
@@ -15,14 +11,4 @@ pub struct Mlp {
     pub up_proj: Box<dyn FrozenWeight>,
     /// [hidden, intermediate]
     pub down_proj: Box<dyn FrozenWeight>,
-}
-
-impl Mlp {
-    /// x [tokens, hidden] → down(silu(gate(x)) ⊙ up(x)) [tokens, hidden]
-    pub fn forward(&self, x: &Tensor, lora: &mut LayerLora) -> Result<Tensor> {
-        let gate = lora.project(Projection::Gate, &*self.gate_proj, x)?; // [tokens, intermediate]
-        let up = lora.project(Projection::Up, &*self.up_proj, x)?;
-        let activated = swiglu(&gate, &up)?;
-        lora.project(Projection::Down, &*self.down_proj, &activated)
-    }
 }

@@ -170,16 +170,20 @@ fn dropout_masks_are_seeded_and_scaled() {
     let mut first = LoraDropout::new(0.25, 11);
     let mut second = LoraDropout::new(0.25, 11);
     let a: Vec<f32> = first
-        .mask(&[50, 40], &Device::Cpu)
+        .dropout_mask(&[50, 40], &Device::Cpu)
         .unwrap()
+        .unwrap()
+        .factors(candle_core::DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
         .to_vec1()
         .unwrap();
     let b: Vec<f32> = second
-        .mask(&[50, 40], &Device::Cpu)
+        .dropout_mask(&[50, 40], &Device::Cpu)
         .unwrap()
+        .unwrap()
+        .factors(candle_core::DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -190,7 +194,7 @@ fn dropout_masks_are_seeded_and_scaled() {
     let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
     assert!((dropped - 0.25).abs() < 0.05, "dropped fraction {dropped}");
     assert!(LoraDropout::new(0.0, 1)
-        .mask(&[2, 2], &Device::Cpu)
+        .dropout_mask(&[2, 2], &Device::Cpu)
         .unwrap()
         .is_none());
 }

@@ -158,8 +158,10 @@ fn checkpointing_gives_identical_gradients() {
             loss_and_grads(&model, &adapter, &row.view(), Some(&mut dropout), &options).unwrap();
         // The stream ends in the same state either way.
         let next = dropout
-            .mask(&[4], &Device::Cpu)
+            .dropout_mask(&[4], &Device::Cpu)
             .unwrap()
+            .unwrap()
+            .factors(candle_core::DType::F32)
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();

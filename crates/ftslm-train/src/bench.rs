@@ -285,7 +285,11 @@ struct TimedEngine {
 impl TrainingEngine for TimedEngine {
     type Batch = Batch;
 
-    fn forward_backward(&mut self, batch: &Batch, ctx: StepContext) -> Result<LossSum, EngineError> {
+    fn forward_backward(
+        &mut self,
+        batch: &Batch,
+        ctx: StepContext,
+    ) -> Result<LossSum, EngineError> {
         let before = self.engine.stats().passes;
         let started = Instant::now();
         let loss = self.engine.forward_backward(batch, ctx)?;
@@ -361,7 +365,11 @@ impl Progress for StepClock<'_> {
         self.seconds.push(seconds);
         let s = step - 1;
         let loss = self.losses.last().copied().unwrap_or(f64::NAN);
-        let warm_up = if s == 0 { " (warm-up, not counted)" } else { "" };
+        let warm_up = if s == 0 {
+            " (warm-up, not counted)"
+        } else {
+            ""
+        };
         (self.note)(&format!("step {s}: loss {loss:.4}, {seconds:.2}s{warm_up}"));
     }
 

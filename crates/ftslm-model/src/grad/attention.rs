@@ -1,6 +1,8 @@
 //! Grouped-query causal attention, forward with its saved internals and
 //! backward, over one packed row whose examples (segments) never see each
-//! other. The math matches `crate::attention`; per segment and kv head, with
+//! other; and the same forward over a KV cache for generation, which shares
+//! the projections and RoPE and attends with `Attention::attend`. Per
+//! segment and kv head, with
 //! the `group` query heads sharing that kv head stacked as rows:
 //!
 //!   S = Q·Kᵀ·c + causal mask   Q [g·n, d], K [n, d], c = 1/√d
@@ -11,7 +13,7 @@ use std::ops::Range;
 
 use candle_core::{Tensor, D};
 
-use crate::attention::{causal_mask, softmax_last_dim, Attention};
+use crate::attention::{causal_mask, softmax_last_dim, Attention, LayerKv};
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::SharedInput;
 use crate::grad::attention_products;
@@ -49,6 +51,28 @@ enum SavedProbabilities {
     Candle(Tensor),
 }
 
+/// The projections of x [tokens, hidden] with their LoRA paths, and RoPE:
+/// q [tokens, heads, head_dim], k and v [tokens, kv_heads, head_dim], and
+/// what the projections' backward needs.
+fn project_qkv(
+    attn: &Attention,
+    lora: &LayerAdapter,
+    x: &Tensor,
+    rope: &RopeTables,
+) -> Result<(Tensor, Tensor, Tensor, [LinearCache; 3])> {
+    let tokens = x.dim(0)?;
+    let (heads, kv_heads, head_dim) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
+    let shared = SharedInput::default();
+    let project = |projection, base| lora.linear(projection, base).forward_shared(x, &shared);
+    let (q, q_cache) = project(Projection::Q, &*attn.q_proj)?; // [tokens, heads·head_dim]
+    let (k, k_cache) = project(Projection::K, &*attn.k_proj)?; // [tokens, kv_heads·head_dim]
+    let (v, v_cache) = project(Projection::V, &*attn.v_proj)?;
+    let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
+    let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
+    let v = v.reshape((tokens, kv_heads, head_dim))?;
+    Ok((q, k, v, [q_cache, k_cache, v_cache]))
+}
+
 /// x [tokens, hidden] → [tokens, hidden] and the cache. `segments` are the
 /// token ranges of the row's examples, in order and covering the row.
 pub fn attention_forward(
@@ -61,15 +85,7 @@ pub fn attention_forward(
     let tokens = x.dim(0)?;
     let (heads, kv_heads, head_dim) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
     let group = heads / kv_heads;
-
-    let shared = SharedInput::default();
-    let project = |projection, base| lora.linear(projection, base).forward_shared(x, &shared);
-    let (q, q_cache) = project(Projection::Q, &*attn.q_proj)?; // [tokens, heads·head_dim]
-    let (k, k_cache) = project(Projection::K, &*attn.k_proj)?; // [tokens, kv_heads·head_dim]
-    let (v, v_cache) = project(Projection::V, &*attn.v_proj)?;
-    let q = rope.apply(&q.reshape((tokens, heads, head_dim))?)?;
-    let k = rope.apply(&k.reshape((tokens, kv_heads, head_dim))?)?;
-    let v = v.reshape((tokens, kv_heads, head_dim))?;
+    let (q, k, v, [q_cache, k_cache, v_cache]) = project_qkv(attn, lora, x, rope)?;
 
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut contexts = Vec::with_capacity(segments.len());
@@ -109,6 +125,45 @@ pub fn attention_forward(
             segments: saved,
         },
     ))
+}
+
+/// [`attention_forward`] for the new tokens of sequences whose earlier
+/// keys and values sit in `caches` (generation): segment `i` of the row
+/// continues the sequence of `caches[i]`, and its keys and values are
+/// appended there; `rope` holds each token's absolute position. Nothing is
+/// kept for a backward.
+pub fn attention_forward_cached(
+    attn: &Attention,
+    lora: &LayerAdapter,
+    x: &Tensor,
+    rope: &RopeTables,
+    segments: &[Range<usize>],
+    caches: &mut [&mut LayerKv],
+) -> Result<Tensor> {
+    if caches.len() != segments.len() {
+        return Err(ModelError::Input(format!(
+            "{} sequences but {} caches; give one cache per sequence",
+            segments.len(),
+            caches.len()
+        )));
+    }
+    let tokens = x.dim(0)?;
+    let (heads, head_dim) = (attn.num_heads, attn.head_dim);
+    let (q, k, v, _) = project_qkv(attn, lora, x, rope)?;
+    let mut contexts = Vec::with_capacity(segments.len());
+    for (segment, cache) in segments.iter().zip(caches.iter_mut()) {
+        let (start, n) = (segment.start, segment.len());
+        let q = head_major(&q, start, n)?; // [heads, n, head_dim]
+        let k = k.narrow(0, start, n)?.transpose(0, 1)?; // [kv_heads, n, head_dim]
+        let v = v.narrow(0, start, n)?.transpose(0, 1)?;
+        let (k, v) = cache.append(&k, &v)?; // [kv_heads, t, head_dim]
+        contexts.push(attn.attend(&q, &k, &v)?);
+    }
+    let context = Tensor::cat(&contexts, 0)?.reshape((tokens, heads * head_dim))?;
+    let (y, _) = lora
+        .linear(Projection::O, &*attn.o_proj)
+        .forward(&context)?;
+    Ok(y)
 }
 
 /// dy [tokens, hidden] → dx [tokens, hidden] (None unless `want_dx`), writing

@@ -4,14 +4,18 @@
 //!   out = mid + mlp(post_attention_layernorm(mid))
 //!
 //! The residual adds pass the gradient through unchanged, so each branch's
-//! input gradient is added to it.
+//! input gradient is added to it. This is the model's one decoder layer:
+//! training, evaluation and generation all run it.
 
 use std::ops::Range;
 
 use candle_core::Tensor;
 
+use crate::attention::LayerKv;
 use crate::error::Result;
-use crate::grad::attention::{attention_backward, attention_forward, AttentionCache};
+use crate::grad::attention::{
+    attention_backward, attention_forward, attention_forward_cached, AttentionCache,
+};
 use crate::grad::linear::{LayerAdapter, LayerGrads};
 use crate::grad::mlp::{mlp_backward, mlp_forward, MlpCache};
 use crate::grad::rmsnorm::rms_norm_backward;
@@ -38,12 +42,9 @@ pub fn layer_forward(
     rope: &RopeTables,
     segments: &[Range<usize>],
 ) -> Result<(Tensor, LayerCache)> {
-    let normed = layer.input_layernorm.forward(x)?;
-    let (attended, attention) = attention_forward(&layer.self_attn, lora, &normed, rope, segments)?;
-    let mid = (x + attended)?;
-    let normed = layer.post_attention_layernorm.forward(&mid)?;
-    let (transformed, mlp) = mlp_forward(&layer.mlp, lora, &normed)?;
-    let out = (&mid + transformed)?;
+    let (out, attention, mid, mlp) = decoder_block(layer, lora, x, |normed| {
+        attention_forward(&layer.self_attn, lora, normed, rope, segments)
+    })?;
     let cache = LayerCache {
         input: x.clone(),
         attention,
@@ -51,6 +52,43 @@ pub fn layer_forward(
         mlp,
     };
     Ok((out, cache))
+}
+
+/// [`layer_forward`] for generation: the new tokens of sequences whose keys
+/// and values sit in `caches` (see `attention_forward_cached`); nothing is
+/// kept for a backward.
+pub fn layer_forward_cached(
+    layer: &DecoderLayer,
+    lora: &LayerAdapter,
+    x: &Tensor,
+    rope: &RopeTables,
+    segments: &[Range<usize>],
+    caches: &mut [&mut LayerKv],
+) -> Result<Tensor> {
+    let (out, ..) = decoder_block(layer, lora, x, |normed| {
+        let attended =
+            attention_forward_cached(&layer.self_attn, lora, normed, rope, segments, caches)?;
+        Ok((attended, ()))
+    })?;
+    Ok(out)
+}
+
+/// The layer's two pre-norm residual blocks around `attend`, which maps the
+/// normed x to the attention's output (and what it saves): out, the
+/// attention's saved state, mid and the MLP's cache.
+fn decoder_block<A>(
+    layer: &DecoderLayer,
+    lora: &LayerAdapter,
+    x: &Tensor,
+    attend: impl FnOnce(&Tensor) -> Result<(Tensor, A)>,
+) -> Result<(Tensor, A, Tensor, MlpCache)> {
+    let normed = layer.input_layernorm.forward(x)?;
+    let (attended, attention) = attend(&normed)?;
+    let mid = (x + attended)?;
+    let normed = layer.post_attention_layernorm.forward(&mid)?;
+    let (transformed, mlp) = mlp_forward(&layer.mlp, lora, &normed)?;
+    let out = (&mid + transformed)?;
+    Ok((out, attention, mid, mlp))
 }
 
 /// d_out [tokens, hidden] → (dx [tokens, hidden] unless `want_dx` is false,

@@ -93,10 +93,10 @@ impl PassSeconds {
 /// The row's summed NLL over its targets, and the gradient of its mean NLL
 /// with respect to every LoRA matrix of `adapter`.
 ///
-/// With `dropout`, masks are drawn in the same order and shapes as
-/// [`LlamaModel::forward_training`], so the loss equals that forward's with
-/// an identically seeded stream, and the stream ends in the same state with
-/// or without checkpointing. A row with no target tokens returns zero
+/// With `dropout`, masks are drawn as [`LlamaModel::forward_training`]
+/// draws them, so the loss equals that forward's with an identically seeded
+/// stream, and the stream ends in the same state with or without
+/// checkpointing. A row with no target tokens returns zero
 /// gradients without running the model (and draws no masks).
 pub fn loss_and_grads(
     model: &LlamaModel,
@@ -227,10 +227,9 @@ pub fn loss_and_grads_timed(
     Ok((nll, AdapterGrads::from_layers(grads), seconds))
 }
 
-/// Layer `index` of the adapter with its dropout masks, drawn as
-/// `LayerLora::project` draws them in the forward: one [tokens, in] mask
-/// per adapted projection, in `Projection::ALL` order.
-fn layer_adapter<'a>(
+/// Layer `index` of the adapter with its dropout masks: one [tokens, in]
+/// mask per adapted projection, in `Projection::ALL` order.
+pub(crate) fn layer_adapter<'a>(
     config: &LlamaConfig,
     adapter: &'a LoraAdapter,
     index: usize,
