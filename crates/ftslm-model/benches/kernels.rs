@@ -38,6 +38,7 @@ use ftslm_model::kernel::QuantisedMatrix;
 use ftslm_model::kernel::{integer_products_available, with_matmul_precision, MatmulPrecision};
 use ftslm_model::loader::gguf::load_gguf_with_format;
 use ftslm_model::nf4::Nf4Tensor;
+use ftslm_model::CpuBackend;
 
 /// Tokens in one benchmarked row (a typical packed example of the bench data).
 const TOKENS: usize = 256;
@@ -233,16 +234,30 @@ fn layers(c: &mut Criterion) {
             group.throughput(Throughput::Elements((projections + scores) as u64));
             let attn = &layer.self_attn;
             group.bench_function(format!("forward_{label}"), |b| {
-                b.iter(|| attention_forward(attn, &none, &x, &rope, segments).expect("forward"))
+                b.iter(|| {
+                    attention_forward(&CpuBackend, attn, &none, &x, &rope, segments)
+                        .expect("forward")
+                })
             });
-            let (_, cache) = attention_forward(attn, &none, &x, &rope, segments).expect("forward");
+            let (_, cache) =
+                attention_forward(&CpuBackend, attn, &none, &x, &rope, segments).expect("forward");
             // The backward: input gradients of the four projections, and four score products.
             group.throughput(Throughput::Elements((projections + 2 * scores) as u64));
             group.bench_function(format!("backward_{label}"), |b| {
                 b.iter(|| {
                     let mut grads = LayerGrads::default();
-                    attention_backward(attn, &none, &rope, segments, &cache, &dy, &mut grads, true)
-                        .expect("backward")
+                    attention_backward(
+                        &CpuBackend,
+                        attn,
+                        &none,
+                        &rope,
+                        segments,
+                        &cache,
+                        &dy,
+                        &mut grads,
+                        true,
+                    )
+                    .expect("backward")
                 })
             });
             group.finish();
@@ -252,13 +267,14 @@ fn layers(c: &mut Criterion) {
                 (3 * 2 * TOKENS * HIDDEN * INTERMEDIATE) as u64,
             ));
             group.bench_function(format!("forward_{label}"), |b| {
-                b.iter(|| mlp_forward(&layer.mlp, &none, &x).expect("forward"))
+                b.iter(|| mlp_forward(&CpuBackend, &layer.mlp, &none, &x).expect("forward"))
             });
-            let (_, cache) = mlp_forward(&layer.mlp, &none, &x).expect("forward");
+            let (_, cache) = mlp_forward(&CpuBackend, &layer.mlp, &none, &x).expect("forward");
             group.bench_function(format!("backward_{label}"), |b| {
                 b.iter(|| {
                     let mut grads = LayerGrads::default();
-                    mlp_backward(&layer.mlp, &none, &cache, &dy, &mut grads).expect("backward")
+                    mlp_backward(&CpuBackend, &layer.mlp, &none, &cache, &dy, &mut grads)
+                        .expect("backward")
                 })
             });
             group.finish();

@@ -1,9 +1,9 @@
-//! Grouped-query causal self-attention: the layer's weights, the keys and
-//! values a generated sequence has seen (`LayerKv`), and attention over them
-//! for generation. Each example of a row (a run of equal segment ids)
-//! attends only to itself, so the cost is Σ nᵢ² rather than (Σ nᵢ)² and no
-//! mask crosses an example boundary. The forward itself, with its backward,
-//! is `grad::attention`'s.
+//! Grouped-query causal self-attention: the layer's weights and the keys
+//! and values a generated sequence has seen (`LayerKv`). Each example of a
+//! row (a run of equal segment ids) attends only to itself, so the cost is
+//! Σ nᵢ² rather than (Σ nᵢ)² and no mask crosses an example boundary. The
+//! forward, with its backward and its KV-cache variant, is
+//! `grad::attention`'s, on the model's `Backend`.
 
 use candle_core::{Device, Tensor, D};
 
@@ -23,32 +23,6 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
-}
-
-impl Attention {
-    /// One example's attention: q [heads, n, head_dim] are the last n of the
-    /// t positions whose keys and values k, v [kv_heads, t, head_dim] hold;
-    /// returns the context [n, heads·head_dim].
-    pub(crate) fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (heads, kv_heads, head_dim) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let group = heads / kv_heads;
-        let n = q.dim(1)?;
-        let t = k.dim(1)?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        // Query head h uses key/value head h / group (transformers' repeat_kv),
-        // so the query heads of one group stack into one matmul against their kv head.
-        let q = q.reshape((kv_heads, group * n, head_dim))?;
-        let scores = (q.matmul(&k.t()?)? * scale)?; // [kv_heads, group·n, t]
-        let scores = scores
-            .reshape((kv_heads, group, n, t))?
-            .broadcast_add(&causal_mask(n, t, q.dtype(), q.device())?)?;
-        let probs = softmax_last_dim(&scores)?.reshape((kv_heads, group * n, t))?;
-        let context = probs.matmul(v)?; // [kv_heads, group·n, head_dim]
-        Ok(context
-            .reshape((heads, n, head_dim))?
-            .transpose(0, 1)?
-            .reshape((n, heads * head_dim))?)
-    }
 }
 
 /// The keys and values one decoder layer has seen of one sequence,

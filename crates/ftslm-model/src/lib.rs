@@ -9,6 +9,7 @@
 
 pub mod adapter_io;
 pub mod attention;
+pub mod backend;
 pub mod compute;
 pub mod config;
 pub mod dropout;
@@ -35,6 +36,7 @@ pub mod swiglu;
 #[cfg(test)]
 mod test_support;
 
+pub use backend::{Backend, CpuBackend};
 pub use compute::{ComputeDevice, ComputePolicy};
 pub use config::{GenerationConfig, LlamaConfig, RopeConfig, RopeScaling};
 pub use dropout::{DropoutMask, LoraDropout};

@@ -8,6 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::attention::{Attention, LayerKv};
+use crate::backend::Backend;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenFormat, FrozenWeight};
@@ -108,6 +109,11 @@ impl LlamaModel {
         &self.config
     }
 
+    /// The backend the model's layers compute on (that of its device).
+    pub fn backend(&self) -> &'static dyn Backend {
+        crate::backend::for_device(&self.device)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -199,10 +205,12 @@ impl LlamaModel {
         let rope = self.rope.tables(positions, &self.device)?;
 
         let tokens = input_ids.len();
+        let backend = self.backend();
         let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
         for (index, layer) in self.layers.iter().enumerate() {
             let lora = match adapter {
                 Some(adapter) => layer_adapter(
+                    backend,
                     &self.config,
                     adapter,
                     index,
@@ -213,10 +221,10 @@ impl LlamaModel {
                 None => LayerAdapter::none(),
             };
             // The training forward; its saved state is dropped layer by layer.
-            let (out, _) = layer_forward(layer, &lora, &h, &rope, &runs)?;
+            let (out, _) = layer_forward(backend, layer, &lora, &h, &rope, &runs)?;
             h = out;
         }
-        self.norm.forward(&h)
+        backend.rms_norm(&self.norm, &h)
     }
 
     /// Continues several sequences at once: `new_tokens[i]` extends the
@@ -263,6 +271,7 @@ impl LlamaModel {
         let rope = self.rope.tables(&positions, &self.device)?;
         let ids = Tensor::new(ids.as_slice(), &self.device)?;
 
+        let backend = self.backend();
         let mut h = self.embed_tokens.index_select(&ids, 0)?; // [tokens, hidden]
         for (index, layer) in self.layers.iter().enumerate() {
             let lora = match adapter {
@@ -271,11 +280,19 @@ impl LlamaModel {
             };
             let mut layer_caches: Vec<&mut LayerKv> =
                 caches.iter_mut().map(|c| &mut c.layers[index]).collect();
-            h = layer_forward_cached(layer, &lora, &h, &rope, &segments, &mut layer_caches)?;
+            h = layer_forward_cached(
+                backend,
+                layer,
+                &lora,
+                &h,
+                &rope,
+                &segments,
+                &mut layer_caches,
+            )?;
         }
         let last: Vec<u32> = segments.iter().map(|r| (r.end - 1) as u32).collect();
         let last = Tensor::new(last.as_slice(), &self.device)?;
-        let h = self.norm.forward(&h.index_select(&last, 0)?)?; // [sequences, hidden]
+        let h = backend.rms_norm(&self.norm, &h.index_select(&last, 0)?)?; // [sequences, hidden]
         Ok(h.matmul(&self.lm_head.t()?)?)
     }
 

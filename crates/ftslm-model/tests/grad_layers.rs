@@ -21,6 +21,7 @@ use ftslm_model::grad::{chunked_cross_entropy, AdaptedLinear, LayerAdapter, Laye
 use ftslm_model::mlp::Mlp;
 use ftslm_model::norm::RmsNorm;
 use ftslm_model::rope::{RopeTables, RotaryEmbedding};
+use ftslm_model::CpuBackend;
 use ftslm_model::{
     DecoderLayer, DropoutMask, FrozenWeight, LoraWeights, ModelError, Projection, RopeConfig,
     RopeScaling,
@@ -184,6 +185,7 @@ fn linear_with_lora_and_dropout() {
         keep: &'a DropoutMask,
     ) -> AdaptedLinear<'a> {
         AdaptedLinear {
+            backend: &CpuBackend,
             base,
             lora: Some(lora),
             scale: 1.5,
@@ -228,6 +230,7 @@ fn linear_with_lora_and_dropout() {
 
     // A frozen projection alone: dx = dy·W and no LoRA gradient.
     let plain = AdaptedLinear {
+        backend: &CpuBackend,
         base: &*base,
         lora: None,
         scale: 0.0,
@@ -344,7 +347,7 @@ fn grouped_query_attention_over_two_segments() {
     let run = |x: &Tensor, weights: &[(Projection, LoraWeights)]| {
         let lora = layer_adapter(weights, &keeps);
         dot(
-            &attention_forward(&attn, &lora, x, &tables, &segments)
+            &attention_forward(&CpuBackend, &attn, &lora, x, &tables, &segments)
                 .unwrap()
                 .0,
             &r,
@@ -352,10 +355,18 @@ fn grouped_query_attention_over_two_segments() {
     };
 
     let lora = layer_adapter(&weights, &keeps);
-    let (_, cache) = attention_forward(&attn, &lora, &x, &tables, &segments).unwrap();
+    let (_, cache) = attention_forward(&CpuBackend, &attn, &lora, &x, &tables, &segments).unwrap();
     let mut grads: LayerGrads = Default::default();
     let dx = attention_backward(
-        &attn, &lora, &tables, &segments, &cache, &r, &mut grads, true,
+        &CpuBackend,
+        &attn,
+        &lora,
+        &tables,
+        &segments,
+        &cache,
+        &r,
+        &mut grads,
+        true,
     )
     .unwrap()
     .unwrap();
@@ -366,7 +377,7 @@ fn grouped_query_attention_over_two_segments() {
     // the second example's tokens.
     let ignored = values(&dx.narrow(0, 3, 4).unwrap());
     let r_first = r.narrow(0, 0, 3).unwrap();
-    let (_, cache) = attention_forward(&attn, &lora, &x, &tables, &segments).unwrap();
+    let (_, cache) = attention_forward(&CpuBackend, &attn, &lora, &x, &tables, &segments).unwrap();
     let r_masked = Tensor::cat(
         &[
             r_first,
@@ -376,7 +387,15 @@ fn grouped_query_attention_over_two_segments() {
     )
     .unwrap();
     let dx_first = attention_backward(
-        &attn, &lora, &tables, &segments, &cache, &r_masked, &mut grads, true,
+        &CpuBackend,
+        &attn,
+        &lora,
+        &tables,
+        &segments,
+        &cache,
+        &r_masked,
+        &mut grads,
+        true,
     )
     .unwrap()
     .unwrap();
@@ -405,13 +424,13 @@ fn swiglu_mlp_with_lora() {
     let r = rng.tensor(&[tokens, hidden], 1.0);
     let run = |x: &Tensor, weights: &[(Projection, LoraWeights)]| {
         let lora = layer_adapter(weights, &keeps);
-        dot(&mlp_forward(&mlp, &lora, x).unwrap().0, &r)
+        dot(&mlp_forward(&CpuBackend, &mlp, &lora, x).unwrap().0, &r)
     };
 
     let lora = layer_adapter(&weights, &keeps);
-    let (_, cache) = mlp_forward(&mlp, &lora, &x).unwrap();
+    let (_, cache) = mlp_forward(&CpuBackend, &mlp, &lora, &x).unwrap();
     let mut grads: LayerGrads = Default::default();
-    let dx = mlp_backward(&mlp, &lora, &cache, &r, &mut grads).unwrap();
+    let dx = mlp_backward(&CpuBackend, &mlp, &lora, &cache, &r, &mut grads).unwrap();
     check("mlp dx", &x, &dx, |x| run(x, &weights));
     check_lora("mlp", &weights, &grads, |w| run(&x, w));
 }
@@ -446,7 +465,7 @@ fn whole_decoder_layer_with_all_seven_adapters() {
     let run = |x: &Tensor, weights: &[(Projection, LoraWeights)]| {
         let lora = layer_adapter(weights, &keeps);
         dot(
-            &layer_forward(&layer, &lora, x, &tables, &segments)
+            &layer_forward(&CpuBackend, &layer, &lora, x, &tables, &segments)
                 .unwrap()
                 .0,
             &r,
@@ -454,14 +473,33 @@ fn whole_decoder_layer_with_all_seven_adapters() {
     };
 
     let lora = layer_adapter(&weights, &keeps);
-    let (_, cache) = layer_forward(&layer, &lora, &x, &tables, &segments).unwrap();
-    let (dx, grads) = layer_backward(&layer, &lora, &tables, &segments, &cache, &r, true).unwrap();
+    let (_, cache) = layer_forward(&CpuBackend, &layer, &lora, &x, &tables, &segments).unwrap();
+    let (dx, grads) = layer_backward(
+        &CpuBackend,
+        &layer,
+        &lora,
+        &tables,
+        &segments,
+        &cache,
+        &r,
+        true,
+    )
+    .unwrap();
     check("decoder dx", &x, &dx.unwrap(), |x| run(x, &weights));
     check_lora("decoder", &weights, &grads, |w| run(&x, w));
 
     // The first layer skips its input gradient but not its LoRA gradients.
-    let (none, same) =
-        layer_backward(&layer, &lora, &tables, &segments, &cache, &r, false).unwrap();
+    let (none, same) = layer_backward(
+        &CpuBackend,
+        &layer,
+        &lora,
+        &tables,
+        &segments,
+        &cache,
+        &r,
+        false,
+    )
+    .unwrap();
     assert!(none.is_none());
     for p in Projection::ALL {
         let (a, b) = (

@@ -12,13 +12,13 @@ use std::ops::Range;
 use candle_core::Tensor;
 
 use crate::attention::LayerKv;
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::grad::attention::{
     attention_backward, attention_forward, attention_forward_cached, AttentionCache,
 };
 use crate::grad::linear::{LayerAdapter, LayerGrads};
 use crate::grad::mlp::{mlp_backward, mlp_forward, MlpCache};
-use crate::grad::rmsnorm::rms_norm_backward;
 use crate::llama::DecoderLayer;
 use crate::rope::RopeTables;
 
@@ -36,14 +36,15 @@ pub struct LayerCache {
 
 /// x [tokens, hidden] → out [tokens, hidden] and the cache.
 pub fn layer_forward(
+    backend: &dyn Backend,
     layer: &DecoderLayer,
     lora: &LayerAdapter,
     x: &Tensor,
     rope: &RopeTables,
     segments: &[Range<usize>],
 ) -> Result<(Tensor, LayerCache)> {
-    let (out, attention, mid, mlp) = decoder_block(layer, lora, x, |normed| {
-        attention_forward(&layer.self_attn, lora, normed, rope, segments)
+    let (out, attention, mid, mlp) = decoder_block(backend, layer, lora, x, |normed| {
+        attention_forward(backend, &layer.self_attn, lora, normed, rope, segments)
     })?;
     let cache = LayerCache {
         input: x.clone(),
@@ -58,6 +59,7 @@ pub fn layer_forward(
 /// and values sit in `caches` (see `attention_forward_cached`); nothing is
 /// kept for a backward.
 pub fn layer_forward_cached(
+    backend: &dyn Backend,
     layer: &DecoderLayer,
     lora: &LayerAdapter,
     x: &Tensor,
@@ -65,9 +67,16 @@ pub fn layer_forward_cached(
     segments: &[Range<usize>],
     caches: &mut [&mut LayerKv],
 ) -> Result<Tensor> {
-    let (out, ..) = decoder_block(layer, lora, x, |normed| {
-        let attended =
-            attention_forward_cached(&layer.self_attn, lora, normed, rope, segments, caches)?;
+    let (out, ..) = decoder_block(backend, layer, lora, x, |normed| {
+        let attended = attention_forward_cached(
+            backend,
+            &layer.self_attn,
+            lora,
+            normed,
+            rope,
+            segments,
+            caches,
+        )?;
         Ok((attended, ()))
     })?;
     Ok(out)
@@ -77,23 +86,26 @@ pub fn layer_forward_cached(
 /// normed x to the attention's output (and what it saves): out, the
 /// attention's saved state, mid and the MLP's cache.
 fn decoder_block<A>(
+    backend: &dyn Backend,
     layer: &DecoderLayer,
     lora: &LayerAdapter,
     x: &Tensor,
     attend: impl FnOnce(&Tensor) -> Result<(Tensor, A)>,
 ) -> Result<(Tensor, A, Tensor, MlpCache)> {
-    let normed = layer.input_layernorm.forward(x)?;
+    let normed = backend.rms_norm(&layer.input_layernorm, x)?;
     let (attended, attention) = attend(&normed)?;
     let mid = (x + attended)?;
-    let normed = layer.post_attention_layernorm.forward(&mid)?;
-    let (transformed, mlp) = mlp_forward(&layer.mlp, lora, &normed)?;
+    let normed = backend.rms_norm(&layer.post_attention_layernorm, &mid)?;
+    let (transformed, mlp) = mlp_forward(backend, &layer.mlp, lora, &normed)?;
     let out = (&mid + transformed)?;
     Ok((out, attention, mid, mlp))
 }
 
 /// d_out [tokens, hidden] → (dx [tokens, hidden] unless `want_dx` is false,
 /// the layer's LoRA gradients).
+#[allow(clippy::too_many_arguments)]
 pub fn layer_backward(
+    backend: &dyn Backend,
     layer: &DecoderLayer,
     lora: &LayerAdapter,
     rope: &RopeTables,
@@ -103,10 +115,11 @@ pub fn layer_backward(
     want_dx: bool,
 ) -> Result<(Option<Tensor>, LayerGrads)> {
     let mut grads: LayerGrads = Default::default();
-    let d_normed = mlp_backward(&layer.mlp, lora, &cache.mlp, d_out, &mut grads)?;
-    let d_mid =
-        (d_out + rms_norm_backward(&layer.post_attention_layernorm, &cache.mid, &d_normed)?)?;
+    let d_normed = mlp_backward(backend, &layer.mlp, lora, &cache.mlp, d_out, &mut grads)?;
+    let d_mid = (d_out
+        + backend.rms_norm_backward(&layer.post_attention_layernorm, &cache.mid, &d_normed)?)?;
     let d_normed = attention_backward(
+        backend,
         &layer.self_attn,
         lora,
         rope,
@@ -118,7 +131,9 @@ pub fn layer_backward(
     )?;
     let dx = match d_normed {
         Some(d_normed) => {
-            Some((&d_mid + rms_norm_backward(&layer.input_layernorm, &cache.input, &d_normed)?)?)
+            let d_input =
+                backend.rms_norm_backward(&layer.input_layernorm, &cache.input, &d_normed)?;
+            Some((&d_mid + d_input)?)
         }
         None => None,
     };

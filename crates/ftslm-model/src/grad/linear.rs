@@ -9,11 +9,10 @@
 
 use candle_core::Tensor;
 
+use crate::backend::{Backend, FrozenInputGradient, LoraSaved};
 use crate::dropout::DropoutMask;
 use crate::error::{ModelError, Result};
 use crate::frozen_linear::{FrozenWeight, SharedInput};
-use crate::grad::lora_products::{self, FrozenInputGradient};
-use crate::kernel;
 use crate::lora::{LoraAdapter, LoraWeights, Projection};
 
 /// The LoRA matrices, scale and dropout masks of one decoder layer, indexed
@@ -50,12 +49,15 @@ impl<'a> LayerAdapter<'a> {
         }
     }
 
+    /// One projection of the layer, computed on `backend`.
     pub fn linear<'b>(
         &'b self,
+        backend: &'b dyn Backend,
         projection: Projection,
         base: &'b dyn FrozenWeight,
     ) -> AdaptedLinear<'b> {
         AdaptedLinear {
+            backend,
             base,
             lora: self.weights[projection.index()],
             scale: self.scale,
@@ -71,6 +73,7 @@ pub type LayerGrads = [Option<LoraWeights>; 7];
 /// One projection as the backward pass sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct AdaptedLinear<'a> {
+    pub backend: &'a dyn Backend,
     pub base: &'a dyn FrozenWeight,
     pub lora: Option<&'a LoraWeights>,
     pub scale: f64,
@@ -106,22 +109,15 @@ impl AdaptedLinear<'_> {
         x: &Tensor,
         shared: &SharedInput,
     ) -> Result<(Tensor, LinearCache)> {
-        let y = self.base.forward_shared(x, shared)?;
+        let y = self.backend.frozen_forward(self.base, x, shared)?;
         let Some(lora) = self.lora else {
             return Ok((y, LinearCache { lora: None }));
         };
         let x_kept = match self.keep {
-            Some(keep) => keep.apply(x)?,
+            Some(keep) => self.backend.apply_dropout(keep, x)?,
             None => x.clone(),
         };
-        let (y, down) = match lora_products::forward(&y, &x_kept, lora, self.scale)? {
-            Some(on_kernels) => on_kernels,
-            None => {
-                let down = x_kept.matmul(&lora.a.t()?)?; // [rows, r]
-                let up = down.matmul(&lora.b.t()?)?; // [rows, out]
-                ((y + up.affine(self.scale, 0.0)?)?, down)
-            }
-        };
+        let (y, down) = self.backend.lora_forward(y, &x_kept, lora, self.scale)?;
         Ok((
             y,
             LinearCache {
@@ -140,7 +136,7 @@ impl AdaptedLinear<'_> {
         want_dx: bool,
     ) -> Result<(Option<Tensor>, Option<LoraWeights>)> {
         let dx_base = if want_dx {
-            Some(self.base.backward_input(dy)?)
+            Some(self.backend.frozen_input_gradient(self.base, dy)?)
         } else {
             None
         };
@@ -153,65 +149,17 @@ impl AdaptedLinear<'_> {
                         .into(),
                 )),
             };
-        // y_lora = s·down·Bᵀ. The scale goes on the rank-r tensors, the smallest.
-        let want_dx = dx_base.is_some();
         let frozen = dx_base.as_ref().map(|dx| FrozenInputGradient {
             dx,
             keep: self.keep,
         });
-        let on_kernels =
-            lora_products::backward(dy, &saved.x_kept, &saved.down, lora, self.scale, frozen)?;
-        // The kernels add the frozen path's gradient themselves.
-        if let Some((dx, grads)) = on_kernels {
-            return Ok((dx, Some(grads)));
-        }
-        let db = dy.t()?.matmul(&saved.down.affine(self.scale, 0.0)?)?; // [out, r]
-        let d_down = dy.matmul(&lora.b)?.affine(self.scale, 0.0)?; // [rows, r]
-        let da = d_down.t()?.matmul(&saved.x_kept)?; // [r, in]
-        let d_kept = if want_dx {
-            Some(d_down.matmul(&lora.a)?) // [rows, in]
-        } else {
-            None
+        let saved = LoraSaved {
+            x_kept: &saved.x_kept,
+            down: &saved.down,
         };
-        let grads = LoraWeights { a: da, b: db };
-        let dx = match (dx_base, d_kept) {
-            (Some(dx_base), Some(d_kept)) => {
-                let d_kept = match self.keep {
-                    Some(keep) => keep.apply(&d_kept)?,
-                    None => d_kept,
-                };
-                Some((dx_base + d_kept)?)
-            }
-            (dx_base, _) => dx_base,
-        };
+        let (dx, grads) = self
+            .backend
+            .lora_backward(dy, saved, lora, self.scale, frozen)?;
         Ok((dx, Some(grads)))
     }
-}
-
-/// dx of several projections that read the same input, summed; None when
-/// none was asked for. Three CPU f32 parts of one shape are summed in one
-/// pass, as `(a + b) + c` (the same roundings as two candle adds).
-pub(crate) fn sum_inputs(parts: [Option<Tensor>; 3]) -> Result<Option<Tensor>> {
-    if let [Some(a), Some(b), Some(c)] = &parts {
-        if a.dims() == b.dims() && a.dims() == c.dims() {
-            let summed = kernel::with_cpu_f32s([a, b, c], |[a, b, c]| {
-                let mut sum = vec![0f32; a.len()];
-                for (((s, &a), &b), &c) in sum.iter_mut().zip(a).zip(b).zip(c) {
-                    *s = (a + b) + c;
-                }
-                sum
-            });
-            if let Some(sum) = summed {
-                return Ok(Some(Tensor::from_vec(sum, a.shape(), a.device())?));
-            }
-        }
-    }
-    let mut total: Option<Tensor> = None;
-    for part in parts.into_iter().flatten() {
-        total = Some(match total {
-            Some(t) => (t + part)?,
-            None => part,
-        });
-    }
-    Ok(total)
 }

@@ -1,6 +1,6 @@
 //! The LoRA products of one adapted projection on `crate::kernel`'s
-//! products, on the calling thread, for f32 CPU tensors (others take
-//! candle's matmul in `grad::linear`). candle handed these small products to
+//! products, on the calling thread, for f32 CPU tensors (the CPU backend's;
+//! others take candle's matmul there). candle handed these small products to
 //! its thread pool, so a row's thread waited on another thread for each one
 //! while that pool competed with the rows for the cores. The math:
 //!
@@ -11,6 +11,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::backend::FrozenInputGradient;
 use crate::dropout::DropoutMask;
 use crate::error::Result;
 use crate::kernel::dropout::factor;
@@ -59,14 +60,6 @@ pub(crate) fn forward(
         Tensor::from_vec(y, (rows, out_f), &Device::Cpu)?,
         Tensor::from_vec(down, (rows, r), &Device::Cpu)?,
     )))
-}
-
-/// The frozen path's input gradient and the dropout mask (None: no
-/// dropout), to which the LoRA path adds its own.
-#[derive(Clone, Copy)]
-pub(crate) struct FrozenInputGradient<'a> {
-    pub dx: &'a Tensor,
-    pub keep: Option<&'a DropoutMask>,
 }
 
 /// (dx = frozen dx + dx̃ ⊙ keep when `frozen` is given, the gradients of A

@@ -7,12 +7,12 @@
 
 use candle_core::Tensor;
 
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::frozen_linear::SharedInput;
-use crate::grad::linear::{sum_inputs, LayerAdapter, LayerGrads, LinearCache};
+use crate::grad::linear::{LayerAdapter, LayerGrads, LinearCache};
 use crate::lora::Projection;
 use crate::mlp::Mlp;
-use crate::swiglu::{swiglu, swiglu_backward};
 
 #[derive(Debug, Clone)]
 pub struct MlpCache {
@@ -26,14 +26,22 @@ pub struct MlpCache {
 }
 
 /// x [tokens, hidden] → [tokens, hidden] and the cache.
-pub fn mlp_forward(mlp: &Mlp, lora: &LayerAdapter, x: &Tensor) -> Result<(Tensor, MlpCache)> {
+pub fn mlp_forward(
+    backend: &dyn Backend,
+    mlp: &Mlp,
+    lora: &LayerAdapter,
+    x: &Tensor,
+) -> Result<(Tensor, MlpCache)> {
     let shared = SharedInput::default();
-    let project = |projection, base| lora.linear(projection, base).forward_shared(x, &shared);
+    let project = |projection, base| {
+        lora.linear(backend, projection, base)
+            .forward_shared(x, &shared)
+    };
     let (gate, gate_cache) = project(Projection::Gate, &*mlp.gate_proj)?;
     let (up, up_cache) = project(Projection::Up, &*mlp.up_proj)?;
-    let activated = swiglu(&gate, &up)?;
+    let activated = backend.swiglu(&gate, &up)?;
     let (y, down_cache) = lora
-        .linear(Projection::Down, &*mlp.down_proj)
+        .linear(backend, Projection::Down, &*mlp.down_proj)
         .forward(&activated)?;
     Ok((
         y,
@@ -51,31 +59,34 @@ pub fn mlp_forward(mlp: &Mlp, lora: &LayerAdapter, x: &Tensor) -> Result<(Tensor
 /// gradients into `grads`. (Within a decoder layer the MLP's input gradient
 /// is always needed: attention sits before it.)
 pub fn mlp_backward(
+    backend: &dyn Backend,
     mlp: &Mlp,
     lora: &LayerAdapter,
     cache: &MlpCache,
     dy: &Tensor,
     grads: &mut LayerGrads,
 ) -> Result<Tensor> {
-    let (d_activated, grad_down) =
-        lora.linear(Projection::Down, &*mlp.down_proj)
-            .backward(&cache.down_proj, dy, true)?;
+    let (d_activated, grad_down) = lora
+        .linear(backend, Projection::Down, &*mlp.down_proj)
+        .backward(&cache.down_proj, dy, true)?;
     grads[Projection::Down.index()] = grad_down;
     let d_activated = d_activated.ok_or_else(|| {
         crate::error::ModelError::Input("down_proj's backward gave no input gradient".into())
     })?; // [tokens, intermediate]
 
-    let (d_gate, d_up) = swiglu_backward(&d_activated, &cache.gate, &cache.up)?;
+    let (d_gate, d_up) = backend.swiglu_backward(&d_activated, &cache.gate, &cache.up)?;
 
-    let (dx_gate, grad_gate) =
-        lora.linear(Projection::Gate, &*mlp.gate_proj)
-            .backward(&cache.gate_proj, &d_gate, true)?;
-    let (dx_up, grad_up) =
-        lora.linear(Projection::Up, &*mlp.up_proj)
-            .backward(&cache.up_proj, &d_up, true)?;
+    let (dx_gate, grad_gate) = lora
+        .linear(backend, Projection::Gate, &*mlp.gate_proj)
+        .backward(&cache.gate_proj, &d_gate, true)?;
+    let (dx_up, grad_up) = lora
+        .linear(backend, Projection::Up, &*mlp.up_proj)
+        .backward(&cache.up_proj, &d_up, true)?;
     grads[Projection::Gate.index()] = grad_gate;
     grads[Projection::Up.index()] = grad_up;
-    sum_inputs([dx_gate, dx_up, None])?.ok_or_else(|| {
-        crate::error::ModelError::Input("gate/up backward gave no input gradient".into())
-    })
+    backend
+        .sum_input_gradients([dx_gate, dx_up, None])?
+        .ok_or_else(|| {
+            crate::error::ModelError::Input("gate/up backward gave no input gradient".into())
+        })
 }

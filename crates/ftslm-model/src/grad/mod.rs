@@ -15,7 +15,7 @@ pub mod cross_entropy;
 pub mod decoder;
 pub mod grads;
 pub mod linear;
-mod lora_products;
+pub(crate) mod lora_products;
 pub mod mlp;
 pub mod model;
 pub mod rmsnorm;

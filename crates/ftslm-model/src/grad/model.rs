@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use crate::backend::Backend;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::grad::cross_entropy::{chunked_cross_entropy_with, LmHead, DEFAULT_CHUNK_TOKENS};
+use crate::grad::cross_entropy::{LmHead, DEFAULT_CHUNK_TOKENS};
 use crate::grad::decoder::{layer_backward, layer_forward, LayerCache};
 use crate::grad::grads::AdapterGrads;
 use crate::grad::linear::{LayerAdapter, LayerGrads};
-use crate::grad::rmsnorm::rms_norm_backward;
 use crate::llama::LlamaModel;
 use crate::lora::{LoraAdapter, LoraDropout, Projection};
 use crate::loss::TokenNll;
@@ -144,6 +144,7 @@ pub fn loss_and_grads_timed(
 
     let config = model.config();
     let device = model.device();
+    let backend = model.backend();
     let ids = Tensor::new(row.input_ids, device)?;
     let rope = model.rotary_embedding().tables(row.positions, device)?;
 
@@ -156,6 +157,7 @@ pub fn loss_and_grads_timed(
             _ => None,
         };
         let lora = layer_adapter(
+            backend,
             config,
             adapter,
             index,
@@ -163,7 +165,7 @@ pub fn loss_and_grads_timed(
             dropout.as_deref_mut(),
             device,
         )?;
-        let (out, cache) = layer_forward(layer, &lora, &h, &rope, &segments)?;
+        let (out, cache) = layer_forward(backend, layer, &lora, &h, &rope, &segments)?;
         saved.push(if options.checkpointing {
             Saved::Input {
                 x: h,
@@ -179,7 +181,7 @@ pub fn loss_and_grads_timed(
 
     // Loss head: final norm, then the LM head chunk by chunk.
     let started = Instant::now();
-    let normed = model.final_norm().forward(&h)?;
+    let normed = backend.rms_norm(model.final_norm(), &h)?;
     #[cfg(target_arch = "x86_64")]
     let head = match model.quantised_lm_head() {
         Some(q) => LmHead::Quantised(model.lm_head(), q),
@@ -187,14 +189,14 @@ pub fn loss_and_grads_timed(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let head = LmHead::F32(model.lm_head());
-    let (nll, d_normed) = chunked_cross_entropy_with(
+    let (nll, d_normed) = backend.cross_entropy(
         &normed,
         head,
         row.input_ids,
         row.target_mask,
         options.chunk_tokens,
     )?;
-    let mut dh = rms_norm_backward(model.final_norm(), &h, &d_normed)?;
+    let mut dh = backend.rms_norm_backward(model.final_norm(), &h, &d_normed)?;
     seconds.loss_head = started.elapsed().as_secs_f64();
     let started = Instant::now();
 
@@ -206,8 +208,16 @@ pub fn loss_and_grads_timed(
             Some(Saved::Full { lora, cache }) => (lora, cache),
             Some(Saved::Input { x, dropout }) => {
                 let mut dropout = dropout;
-                let lora = layer_adapter(config, adapter, index, tokens, dropout.as_mut(), device)?;
-                let (_, cache) = layer_forward(layer, &lora, &x, &rope, &segments)?;
+                let lora = layer_adapter(
+                    backend,
+                    config,
+                    adapter,
+                    index,
+                    tokens,
+                    dropout.as_mut(),
+                    device,
+                )?;
+                let (_, cache) = layer_forward(backend, layer, &lora, &x, &rope, &segments)?;
                 (lora, cache)
             }
             None => {
@@ -216,8 +226,16 @@ pub fn loss_and_grads_timed(
                 ))
             }
         };
-        let (dx, layer_grads) =
-            layer_backward(layer, &lora, &rope, &segments, &cache, &dh, index > 0)?;
+        let (dx, layer_grads) = layer_backward(
+            backend,
+            layer,
+            &lora,
+            &rope,
+            &segments,
+            &cache,
+            &dh,
+            index > 0,
+        )?;
         grads[index] = layer_grads;
         if let Some(dx) = dx {
             dh = dx;
@@ -230,6 +248,7 @@ pub fn loss_and_grads_timed(
 /// Layer `index` of the adapter with its dropout masks: one [tokens, in]
 /// mask per adapted projection, in `Projection::ALL` order.
 pub(crate) fn layer_adapter<'a>(
+    backend: &dyn Backend,
     config: &LlamaConfig,
     adapter: &'a LoraAdapter,
     index: usize,
@@ -243,7 +262,7 @@ pub(crate) fn layer_adapter<'a>(
             if lora.weights[projection.index()].is_some() {
                 let (_, in_features) = projection.shape(config);
                 lora.keep[projection.index()] =
-                    dropout.dropout_mask(&[tokens, in_features], device)?;
+                    backend.dropout_mask(dropout, &[tokens, in_features], device)?;
             }
         }
     }
