@@ -29,7 +29,7 @@ use crate::dropout::{DropoutMask, LoraDropout};
 use crate::error::Result;
 use crate::frozen_linear::{FrozenWeight, SharedInput};
 use crate::grad::attention_products::Probabilities;
-use crate::grad::cross_entropy::LmHead;
+use crate::llama::LlamaModel;
 use crate::lora::LoraWeights;
 use crate::loss::TokenNll;
 use crate::norm::RmsNorm;
@@ -121,12 +121,12 @@ pub trait Backend: Debug + Send + Sync {
     ) -> Result<(Tensor, Tensor)>;
 
     /// The row's summed NLL over its targets and the gradient of its mean
-    /// with respect to `hidden`, through the LM head a chunk of target
+    /// with respect to `hidden`, through `model`'s LM head a chunk of target
     /// positions at a time (the logits never exist for the whole row).
     fn cross_entropy(
         &self,
         hidden: &Tensor,
-        head: LmHead<'_>,
+        model: &LlamaModel,
         input_ids: &[u32],
         target_mask: &[bool],
         chunk_tokens: usize,

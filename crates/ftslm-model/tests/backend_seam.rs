@@ -11,15 +11,14 @@ use std::sync::Mutex;
 use candle_core::{Device, Tensor};
 use ftslm_model::attention::{Attention, LayerKv};
 use ftslm_model::backend::{FrozenInputGradient, LoraSaved, SavedProbabilities};
-use ftslm_model::grad::cross_entropy::LmHead;
 use ftslm_model::grad::decoder::{layer_backward, layer_forward, layer_forward_cached};
 use ftslm_model::grad::{LayerAdapter, LayerGrads};
 use ftslm_model::mlp::Mlp;
 use ftslm_model::norm::RmsNorm;
 use ftslm_model::rope::{RopeTables, RotaryEmbedding};
 use ftslm_model::{
-    Backend, CpuBackend, DecoderLayer, DenseWeight, DropoutMask, FrozenWeight, LoraDropout,
-    LoraWeights, Projection, Result, RopeConfig, RopeScaling, SharedInput, TokenNll,
+    Backend, CpuBackend, DecoderLayer, DenseWeight, DropoutMask, FrozenWeight, LlamaModel,
+    LoraDropout, LoraWeights, Projection, Result, RopeConfig, RopeScaling, SharedInput, TokenNll,
 };
 
 /// The CPU backend, with a count of the calls of each operation.
@@ -119,13 +118,13 @@ impl Backend for Recording {
     fn cross_entropy(
         &self,
         h: &Tensor,
-        head: LmHead<'_>,
+        model: &LlamaModel,
         ids: &[u32],
         mask: &[bool],
         chunk: usize,
     ) -> Result<(TokenNll, Tensor)> {
         self.note("cross_entropy");
-        CpuBackend.cross_entropy(h, head, ids, mask, chunk)
+        CpuBackend.cross_entropy(h, model, ids, mask, chunk)
     }
     fn dropout_mask(
         &self,

@@ -14,6 +14,7 @@ use crate::grad::rmsnorm::rms_norm_backward;
 use crate::grad::rope::rope_backward;
 use crate::grad::{attention_products, lora_products};
 use crate::kernel;
+use crate::llama::LlamaModel;
 use crate::lora::LoraWeights;
 use crate::loss::TokenNll;
 use crate::norm::RmsNorm;
@@ -195,11 +196,20 @@ impl Backend for CpuBackend {
     fn cross_entropy(
         &self,
         hidden: &Tensor,
-        head: LmHead<'_>,
+        model: &LlamaModel,
         input_ids: &[u32],
         target_mask: &[bool],
         chunk_tokens: usize,
     ) -> Result<(TokenNll, Tensor)> {
+        // The head's 16-bit integer copy where products run at `High`
+        // precision on a CPU with VNNI; the f32 head otherwise.
+        #[cfg(target_arch = "x86_64")]
+        let head = match model.quantised_lm_head() {
+            Some(q) => LmHead::Quantised(model.lm_head(), q),
+            None => LmHead::F32(model.lm_head()),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let head = LmHead::F32(model.lm_head());
         chunked_cross_entropy_with(hidden, head, input_ids, target_mask, chunk_tokens)
     }
 

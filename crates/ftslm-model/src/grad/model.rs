@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use crate::backend::Backend;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
-use crate::grad::cross_entropy::{LmHead, DEFAULT_CHUNK_TOKENS};
+use crate::grad::cross_entropy::DEFAULT_CHUNK_TOKENS;
 use crate::grad::decoder::{layer_backward, layer_forward, LayerCache};
 use crate::grad::grads::AdapterGrads;
 use crate::grad::linear::{LayerAdapter, LayerGrads};
@@ -182,16 +182,9 @@ pub fn loss_and_grads_timed(
     // Loss head: final norm, then the LM head chunk by chunk.
     let started = Instant::now();
     let normed = backend.rms_norm(model.final_norm(), &h)?;
-    #[cfg(target_arch = "x86_64")]
-    let head = match model.quantised_lm_head() {
-        Some(q) => LmHead::Quantised(model.lm_head(), q),
-        None => LmHead::F32(model.lm_head()),
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let head = LmHead::F32(model.lm_head());
     let (nll, d_normed) = backend.cross_entropy(
         &normed,
-        head,
+        model,
         row.input_ids,
         row.target_mask,
         options.chunk_tokens,
