@@ -215,6 +215,9 @@ pub enum DataCommand {
         validation: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Replace train.jsonl and validation.jsonl where they exist
+        #[arg(long)]
+        force: bool,
     },
     /// Show one record as the model sees it: text, token ids, which tokens carry loss
     #[command(
@@ -395,6 +398,9 @@ pub struct EvalArgs {
     /// Write the report (summary and per-record details) to this file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the --out file where it exists
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// An earlier report to print before/after deltas against
     #[arg(long)]
     pub compare: Option<PathBuf>,

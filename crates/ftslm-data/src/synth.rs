@@ -199,6 +199,10 @@ pub fn generate(n: usize, seed: u64) -> Vec<InstructionRecord> {
 /// Writes DIR/train.jsonl and DIR/validation.jsonl (creating DIR), one compact
 /// JSON object per line, with no narrative shared between or within the two
 /// files. Each file is written to a temporary file in DIR and renamed.
+/// The files [`write_splits`] writes into its folder.
+pub const SYNTH_TRAIN_FILE: &str = "train.jsonl";
+pub const SYNTH_VALIDATION_FILE: &str = "validation.jsonl";
+
 pub fn write_splits(dir: &Path, spec: &SynthSpec) -> Result<SynthSummary, SynthError> {
     fs::create_dir_all(dir).map_err(|source| SynthError::CreateDir {
         path: dir.to_path_buf(),
@@ -208,8 +212,8 @@ pub fn write_splits(dir: &Path, spec: &SynthSpec) -> Result<SynthSummary, SynthE
     // first so the training file does not change with --validation.
     let records = generate(spec.train.saturating_add(spec.validation), spec.seed);
     let (train, validation) = records.split_at(spec.train.min(records.len()));
-    let train_path = dir.join("train.jsonl");
-    let validation_path = dir.join("validation.jsonl");
+    let train_path = dir.join(SYNTH_TRAIN_FILE);
+    let validation_path = dir.join(SYNTH_VALIDATION_FILE);
     write_jsonl_atomically(&train_path, train)?;
     write_jsonl_atomically(&validation_path, validation)?;
     Ok(SynthSummary {

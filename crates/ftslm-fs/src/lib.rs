@@ -3,9 +3,16 @@
 //! renamed over it; a directory is filled under such a name and renamed when
 //! complete. A reader, or a resumed run, therefore sees the old content or the
 //! new, never half of one, and anything named `*.tmp-*` is debris of a killed
-//! process that [`remove_debris`] may clear.
+//! process that [`remove_debris`] may clear — once the directory's
+//! [`DirLock`] is held, since a live writer holds it.
 
 #![forbid(unsafe_code)]
+
+mod dir_lock;
+mod output;
+
+pub use dir_lock::{DirLock, LockError, LOCK_FILE};
+pub use output::{check_not_an_input, check_replaceable, OutputError};
 
 use std::fs;
 use std::io::Write;

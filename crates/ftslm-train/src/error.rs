@@ -31,6 +31,10 @@ pub enum TrainError {
     #[error(transparent)]
     Fs(#[from] ftslm_fs::FsError),
 
+    /// The output directory is another live process's run.
+    #[error(transparent)]
+    Locked(#[from] ftslm_fs::LockError),
+
     #[error("{}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
 

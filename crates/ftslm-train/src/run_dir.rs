@@ -1,9 +1,13 @@
 //! The layout of a run's output directory (see DESIGN.md, "Run directory"):
 //! where each artefact lives, which checkpoints exist, rotation under
-//! `save_total_limit`, and the backup that `--no-resume` makes.
+//! `save_total_limit`, and the backup that `--no-resume` makes. One process
+//! writes a run directory at a time: opening it takes its lock.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ftslm_fs::DirLock;
 
 use crate::atomic::remove_debris;
 use crate::checkpoint::Checkpoint;
@@ -15,22 +19,28 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOGS_DIR: &str = "logs";
 pub const SUMMARY_FILE: &str = "run_summary.json";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
+    /// Held for as long as the run writes here.
+    _lock: Arc<DirLock>,
 }
 
 impl RunDir {
-    /// Creates the directory if needed and removes debris (`*.tmp-*`) of
-    /// killed processes, returning what was removed so it can be reported.
+    /// Creates the directory if needed, locks it for this process (another
+    /// live process's run is an error naming it), and removes debris
+    /// (`*.tmp-*`) of killed processes — debris, because no live writer
+    /// can hold the lock — returning what was removed so it can be reported.
     pub fn open(root: &Path) -> Result<(RunDir, Vec<PathBuf>), TrainError> {
         fs::create_dir_all(root)
             .map_err(|e| TrainError::io("cannot create output_dir", root, e))?;
+        let lock = DirLock::acquire(root, &DirLock::this_process())?;
         let mut removed = remove_debris(root)?;
         removed.extend(remove_debris(&root.join(LOGS_DIR))?);
         Ok((
             RunDir {
                 root: root.to_path_buf(),
+                _lock: Arc::new(lock),
             },
             removed,
         ))

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use ftslm_data::batching::{make_batches, padding_fraction, BatchStrategy};
 use ftslm_data::stats::{field_stats, token_stats, ExampleLength, FieldStats, TokenStats};
-use ftslm_data::synth::{write_splits, SynthSpec};
+use ftslm_data::synth::{write_splits, SynthSpec, SYNTH_TRAIN_FILE, SYNTH_VALIDATION_FILE};
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::validate::{read_records, validate_files, Schema};
 use ftslm_data::TokenizedExample;
@@ -61,7 +61,11 @@ pub fn run(global: &GlobalArgs, cmd: DataCommand) -> anyhow::Result<ExitCode> {
             train,
             validation,
             seed,
+            force,
         } => {
+            for name in [SYNTH_TRAIN_FILE, SYNTH_VALIDATION_FILE] {
+                ftslm_fs::check_replaceable(&out.join(name), "--out", force)?;
+            }
             let summary = write_splits(
                 &out,
                 &SynthSpec {

@@ -3,6 +3,7 @@
 //! reference with ftslm-eval, adds the answer loss so the report lines up with
 //! training's eval loss, and prints a table, a JSON report or a comparison.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -17,6 +18,9 @@ use crate::inference::{evaluate, load_model};
 use crate::output::{note, print_json};
 
 pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    if let Some(out) = &args.out {
+        check_report_path(out, args)?;
+    }
     let before = match &args.compare {
         Some(path) => Some(EvalReport::read_json(path).context("cannot read --compare")?),
         None => None,
@@ -95,4 +99,30 @@ fn describe(args: &EvalArgs) -> String {
         Some(a) => format!("{} + adapter {}", args.model.model.display(), a.display()),
         None => format!("{} (no adapter)", args.model.model.display()),
     }
+}
+
+/// Before any work: the report goes to a folder that exists, never over an
+/// input, and over an existing file only with --force.
+fn check_report_path(out: &Path, args: &EvalArgs) -> anyhow::Result<()> {
+    let mut inputs = vec![
+        (args.data.as_path(), "--data"),
+        (args.model.model.as_path(), "--model"),
+    ];
+    if let Some(compare) = &args.compare {
+        inputs.push((compare.as_path(), "--compare"));
+    }
+    ftslm_fs::check_not_an_input(out, "--out", &inputs)?;
+    ftslm_fs::check_replaceable(out, "--out", args.force)?;
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!(
+            "--out {}: the folder {} does not exist; create it first",
+            out.display(),
+            folder.display()
+        );
+    }
+    Ok(())
 }

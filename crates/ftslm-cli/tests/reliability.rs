@@ -1,0 +1,203 @@
+//! Reliability under misuse (issue 17), with real processes: one writer per
+//! run directory.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::str::contains;
+
+fn ftslm(cwd: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("ftslm").unwrap();
+    // Keep the user's config, FTSLM_* variables and real AWS out of the tests.
+    cmd.current_dir(cwd)
+        .env_remove("FTSLM_TRAINING__LEARNING_RATE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    cmd
+}
+
+fn train_args<'a>(model: &'a str, max_steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--model",
+        model,
+        "--train-data",
+        "data/train.jsonl",
+        "--val-data",
+        "data/validation.jsonl",
+        "--output-dir",
+        "run",
+        "--no-ssm",
+        "--set",
+        "dataset.max_seq_length=256",
+        "--set",
+        "training.per_device_train_batch_size=1",
+        "--set",
+        "training.gradient_accumulation_steps=1",
+        "--set",
+        max_steps,
+    ]
+}
+
+/// A second `ftslm train` into the directory of a live run exits 1 naming
+/// the first's pid and command, and leaves the first running; once the
+/// first is killed (SIGKILL: no chance to clean up), the directory is free.
+#[test]
+fn a_second_run_into_a_live_run_directory_is_refused_naming_the_holder() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+
+    let bin = assert_cmd::cargo::cargo_bin("ftslm");
+    let mut first = std::process::Command::new(&bin)
+        .current_dir(dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(train_args(model, "training.max_steps=1000000"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = format!("pid {}", first.id());
+    let lock = dir.path().join("run").join(ftslm_fs::LOCK_FILE);
+    let started = Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.starts_with(&holder)) {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before taking its lock"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no lock after 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    ftslm(dir.path())
+        .args(train_args(model, "training.max_steps=1"))
+        .assert()
+        .code(1)
+        .stderr(contains("in use by another ftslm process"))
+        .stderr(contains(holder.as_str()))
+        .stderr(contains("training.max_steps=1000000"));
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the refused run must not disturb the first"
+    );
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // --no-resume: the killed run may have left a checkpoint of its own
+    // settings; this is a new run in the freed directory.
+    let mut args = train_args(model, "training.max_steps=1");
+    args.push("--no-resume");
+    ftslm(dir.path()).args(&args).assert().success();
+    assert!(dir
+        .path()
+        .join("run/final_model/adapter_model.safetensors")
+        .is_file());
+}
+
+/// `data synth` into a folder that holds its files refuses before writing
+/// anything, and replaces them with --force.
+#[test]
+fn data_synth_replaces_existing_files_only_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = |extra: &[&str]| {
+        let mut args = vec![
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "3",
+            "--validation",
+            "2",
+        ];
+        args.extend(extra);
+        ftslm(dir.path()).args(args).assert()
+    };
+    synth(&[]).success();
+    let train = dir.path().join("data/train.jsonl");
+    std::fs::write(&train, "mine\n").unwrap();
+    synth(&[])
+        .code(1)
+        .stderr(contains("already exists"))
+        .stderr(contains("--force"));
+    assert_eq!(std::fs::read_to_string(&train).unwrap(), "mine\n");
+    synth(&["--force"]).success();
+    assert_ne!(std::fs::read_to_string(&train).unwrap(), "mine\n");
+}
+
+/// `eval --out` never writes over one of its inputs (even through another
+/// spelling of the path), replaces an existing report only with --force,
+/// and names a missing folder — all before loading the model.
+#[test]
+fn eval_checks_its_report_path_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "3",
+            "--validation",
+            "2",
+        ])
+        .assert()
+        .success();
+    let data = dir.path().join("data/validation.jsonl");
+    let before = std::fs::read(&data).unwrap();
+    // The model is never opened: a path that does not exist shows it.
+    let eval = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            "no-such-model",
+            "--data",
+            "data/validation.jsonl",
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        ftslm(dir.path()).args(args).assert()
+    };
+    for out in ["data/validation.jsonl", "./data/../data/validation.jsonl"] {
+        eval(out, &["--force"])
+            .code(1)
+            .stderr(contains("is the same file as --data"));
+    }
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+
+    std::fs::write(dir.path().join("report.json"), "keep").unwrap();
+    eval("report.json", &[])
+        .code(1)
+        .stderr(contains("already exists"))
+        .stderr(contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("report.json")).unwrap(),
+        "keep"
+    );
+    eval("missing/dir/report.json", &[])
+        .code(1)
+        .stderr(contains("does not exist"));
+    // Past these checks, the command goes on to the model (and fails there).
+    eval("report2.json", &[])
+        .code(1)
+        .stderr(contains("no-such-model"));
+}

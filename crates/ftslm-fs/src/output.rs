@@ -1,0 +1,100 @@
+//! Checks a command makes on its output paths before any work: an existing
+//! file is replaced only when the user said so, and an output is never one
+//! of the command's own inputs (the same file under another name included).
+
+use std::path::{Path, PathBuf};
+
+/// An output path a command must not write.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "{} already exists; pass --force to replace it, or choose another {flag}",
+        path.display()
+    )]
+    Exists { path: PathBuf, flag: String },
+    #[error(
+        "{flag} {} is the same file as {input_flag} {}; write the output elsewhere",
+        path.display(),
+        input.display()
+    )]
+    IsInput {
+        path: PathBuf,
+        flag: String,
+        input: PathBuf,
+        input_flag: String,
+    },
+}
+
+/// Refuses `path` (given by `flag`) when it exists, unless `force`.
+pub fn check_replaceable(path: &Path, flag: &str, force: bool) -> Result<(), OutputError> {
+    if !force && (path.exists() || path.is_symlink()) {
+        return Err(OutputError::Exists {
+            path: path.to_path_buf(),
+            flag: flag.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `output` (given by `flag`) when it is one of `inputs` (path and
+/// the flag that named it), whatever `--force` says.
+pub fn check_not_an_input(
+    output: &Path,
+    flag: &str,
+    inputs: &[(&Path, &str)],
+) -> Result<(), OutputError> {
+    for &(input, input_flag) in inputs {
+        if same_file(output, input) {
+            return Err(OutputError::IsInput {
+                path: output.to_path_buf(),
+                flag: flag.to_string(),
+                input: input.to_path_buf(),
+                input_flag: input_flag.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file: the same device and inode where both
+/// exist (hard links and symlinks included), else the same absolute path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(ca), Ok(cb)) => ca == cb,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_outputs_need_force_and_inputs_are_never_outputs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data.jsonl");
+        std::fs::write(&data, "{}\n").unwrap();
+        let fresh = tmp.path().join("report.json");
+        assert!(check_replaceable(&fresh, "--out", false).is_ok());
+        let err = check_replaceable(&data, "--out", false).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert!(check_replaceable(&data, "--out", true).is_ok());
+
+        // The same file by another spelling, and by a hard link.
+        let spelled = tmp.path().join(".").join("data.jsonl");
+        let linked = tmp.path().join("linked.jsonl");
+        std::fs::hard_link(&data, &linked).unwrap();
+        for out in [&data, &spelled, &linked] {
+            let err = check_not_an_input(out, "--out", &[(&data, "--data")]).unwrap_err();
+            assert!(err.to_string().contains("--data"), "{err}");
+        }
+        assert!(check_not_an_input(&fresh, "--out", &[(&data, "--data")]).is_ok());
+    }
+}
