@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use predicates::prelude::*;
 use predicates::str::contains;
 
 fn ftslm(cwd: &Path) -> Command {
@@ -200,4 +201,32 @@ fn eval_checks_its_report_path_before_any_work() {
     eval("report2.json", &[])
         .code(1)
         .stderr(contains("no-such-model"));
+}
+
+/// A 100-byte GGUF declaring `general.alignment = 0` (candle divides by it)
+/// is a clear error from every command that opens a model, not a panic.
+#[test]
+fn a_crafted_gguf_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "general.alignment";
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes());
+    bytes.extend((key.len() as u64).to_le_bytes());
+    bytes.extend(key.as_bytes());
+    bytes.extend(4u32.to_le_bytes());
+    bytes.extend(0u32.to_le_bytes());
+    std::fs::write(dir.path().join("crafted.gguf"), bytes).unwrap();
+    for args in [
+        vec!["model", "inspect", "crafted.gguf", "--no-ssm"],
+        vec!["extract", "--model", "crafted.gguf", "--text", "A patient."],
+    ] {
+        ftslm(dir.path())
+            .args(&args)
+            .assert()
+            .code(1)
+            .stderr(contains("general.alignment is 0"))
+            .stderr(predicates::str::contains("panicked").not());
+    }
 }

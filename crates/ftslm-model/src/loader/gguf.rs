@@ -8,6 +8,7 @@
 //! to any [`FrozenFormat`] ([`load_gguf_with_format`], the route a
 //! re-quantizing format such as NF4 takes).
 
+mod header;
 mod metadata;
 
 use std::cell::RefCell;
@@ -109,6 +110,14 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+        header::check_alignment(&file, len).map_err(|problem| ModelError::Gguf {
+            path: path.to_path_buf(),
+            problem: format!("invalid header: {problem}"),
+        })?;
+        // The check read through this handle; candle reads from where it stands.
+        (&file)
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| ModelError::io(path, e))?;
         let content = Content::read(&mut BufReader::new(&file)).map_err(|e| ModelError::Gguf {
             path: path.to_path_buf(),
             problem: format!("cannot parse the header ({e}); the file is truncated or not GGUF"),

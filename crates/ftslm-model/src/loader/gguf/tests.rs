@@ -423,3 +423,65 @@ fn config_json_beside_is_checked_then_preferred() {
         "{err}"
     );
 }
+
+/// A GGUF v3 header (no tensors) with `entries` written raw: (key, type, value bytes).
+fn raw_gguf(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes()); // tensors
+    bytes.extend((entries.len() as u64).to_le_bytes());
+    for (key, kind, value) in entries {
+        bytes.extend((key.len() as u64).to_le_bytes());
+        bytes.extend(key.as_bytes());
+        bytes.extend(kind.to_le_bytes());
+        bytes.extend(value);
+    }
+    bytes
+}
+
+/// candle divides by `general.alignment`: 0 panicked the process. It is
+/// refused as an error naming the key, found past a string and an array of
+/// strings (the header walk skips them), and so is an alignment that is not
+/// a power of two; a good one reaches candle.
+#[test]
+fn a_crafted_alignment_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let string = |s: &str| {
+        let mut v = (s.len() as u64).to_le_bytes().to_vec();
+        v.extend(s.as_bytes());
+        v
+    };
+    let mut tokens = 8u32.to_le_bytes().to_vec(); // element type: string
+    tokens.extend(2u64.to_le_bytes());
+    tokens.extend(string("<s>"));
+    tokens.extend(string("</s>"));
+    for (alignment, accepted) in [(0u32, false), (48, false), (64, true)] {
+        let bytes = raw_gguf(&[
+            ("general.architecture", 8, string("llama")),
+            ("tokenizer.ggml.tokens", 9, tokens.clone()),
+            ("general.alignment", 4, alignment.to_le_bytes().to_vec()),
+        ]);
+        let path = dir.path().join(format!("a{alignment}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        match GgufFile::open(&path) {
+            Ok(_) => assert!(accepted, "alignment {alignment} was accepted"),
+            Err(err) => {
+                let err = err.to_string();
+                assert!(!accepted, "alignment {alignment}: {err}");
+                assert!(
+                    err.contains(&format!("general.alignment is {alignment}"))
+                        && err.contains(&format!("a{alignment}.gguf")),
+                    "{err}"
+                );
+            }
+        }
+    }
+    // A string that claims more bytes than the file has.
+    let mut bytes = raw_gguf(&[("general.name", 8, string("x"))]);
+    let at = bytes.len() - 9;
+    bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let path = dir.path().join("long.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let err = GgufFile::open(&path).unwrap_err().to_string();
+    assert!(err.contains("past the end of the file"), "{err}");
+}
