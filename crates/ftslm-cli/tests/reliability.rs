@@ -230,3 +230,38 @@ fn a_crafted_gguf_is_an_error_not_a_panic() {
             .stderr(predicates::str::contains("panicked").not());
     }
 }
+
+/// Credentials in an index or endpoint URL (pip's `user:password@host`
+/// convention) never reach the output: the quickstart's fetch errors name
+/// the host with the userinfo redacted.
+#[test]
+fn credentials_in_urls_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ftslm(dir.path())
+        .args(["quickstart", "--out", "q", "--no-ssm"])
+        // No fixtures, an empty download cache: the fetch must run.
+        .env_remove("FTSLM_SHARED")
+        .env("HOME", dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        // Port 9 (discard) refuses at once on loopback.
+        .env(
+            "FTSLM_PYPI_URL",
+            "http://pypi-user:SECRET1@127.0.0.1:9/simple",
+        )
+        .env(
+            "HF_ENDPOINT",
+            "http://hub-user:SECRET2@127.0.0.1:9/?token=SECRET3",
+        )
+        .assert()
+        .code(1);
+    let output = out.get_output();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for secret in ["SECRET1", "SECRET2", "SECRET3", "pypi-user", "hub-user"] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert!(text.contains("***@127.0.0.1:9"), "{text}");
+}

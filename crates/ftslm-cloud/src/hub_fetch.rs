@@ -8,6 +8,7 @@
 //! `$HF_TOKEN` mean what they mean to huggingface_hub; the token is sent only
 //! as a header and never appears in errors.
 
+use crate::redact::redact_urls;
 use std::fs;
 use std::path::PathBuf;
 
@@ -97,7 +98,9 @@ pub fn fetch_hub_model(
     Ok(FetchedModel {
         bytes: directory_bytes(&dir, spec),
         path: dir,
-        source: FetchSource::Downloaded { url: base },
+        source: FetchSource::Downloaded {
+            url: redact_urls(&base),
+        },
     })
 }
 

@@ -25,6 +25,7 @@ pub mod param_list;
 mod params;
 pub mod pipeline;
 pub mod pricing;
+pub mod redact;
 pub mod remote;
 pub mod runs;
 pub mod scripts;

