@@ -199,7 +199,7 @@ pub enum DataCommand {
         #[arg(long)]
         max_seq_length: Option<usize>,
         /// Rows per batch for the padding comparison (defaults to per_device_train_batch_size)
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         batch_size: Option<usize>,
         #[arg(long)]
         json: bool,
@@ -333,9 +333,10 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
     /// 0 or absent: greedy
-    #[arg(long)]
+    #[arg(long, value_parser = temperature)]
     pub temperature: Option<f32>,
-    #[arg(long)]
+    /// Nucleus sampling: the smallest set of tokens whose probability reaches this, in (0, 1]
+    #[arg(long, value_parser = probability)]
     pub top_p: Option<f32>,
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -350,10 +351,10 @@ pub struct ExtractionArgs {
     #[arg(long)]
     pub unconstrained: bool,
     /// Token budget of one answer (the grammar caps each value at 200 characters)
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
     pub max_new_tokens: usize,
     /// Records decoded together
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     pub batch_size: usize,
 }
 
@@ -362,7 +363,12 @@ pub struct ExtractArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// One narrative
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    #[arg(
+        long,
+        conflicts_with = "file",
+        required_unless_present = "file",
+        value_parser = narrative
+    )]
     pub text: Option<String>,
     /// JSONL, one object per line with "input" (and optional "id", "instruction")
     #[arg(long)]
@@ -630,4 +636,40 @@ pub struct MetricsArgs {
 /// `--loss-on`: the configuration's `dataset.loss_on` values.
 fn loss_on(value: &str) -> Result<LossOn, String> {
     LossOn::from_name(value).ok_or_else(|| format!("expected one of {}", LossOn::NAMES.join(", ")))
+}
+
+/// A count that must be at least 1 (a batch, a token budget).
+fn at_least_one(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(format!("{e}; give a whole number, at least 1")),
+    }
+}
+
+/// A sampling temperature: finite and not negative (0 is greedy).
+fn temperature(value: &str) -> Result<f32, String> {
+    match value.parse::<f32>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        Ok(_) => Err("must be a finite number, 0 (greedy) or more".into()),
+        Err(e) => Err(format!("{e}; give a number, 0 (greedy) or more")),
+    }
+}
+
+/// A probability mass in (0, 1].
+fn probability(value: &str) -> Result<f32, String> {
+    match value.parse::<f32>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        Ok(_) => Err("must be in (0, 1]".into()),
+        Err(e) => Err(format!("{e}; give a number in (0, 1]")),
+    }
+}
+
+/// A narrative to extract from: not empty or blank.
+fn narrative(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("is empty; give the narrative to extract from".into())
+    } else {
+        Ok(value.to_string())
+    }
 }

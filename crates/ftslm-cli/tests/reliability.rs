@@ -265,3 +265,72 @@ fn credentials_in_urls_are_never_printed() {
     }
     assert!(text.contains("***@127.0.0.1:9"), "{text}");
 }
+
+/// Values that mean nothing are refused at the command line, naming the
+/// flag and the valid range, before any file is read.
+#[test]
+fn nonsense_flag_values_are_refused_naming_the_flag_and_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let extract = |extra: &[&'static str]| {
+        let mut args = vec!["extract", "--model", "m"];
+        args.extend_from_slice(extra);
+        args
+    };
+    let generate = |extra: &[&'static str]| {
+        let mut args = vec!["generate", "--model", "m", "--prompt", "hi"];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            extract(&["--text", "x", "--batch-size", "0"]),
+            "--batch-size",
+            "at least 1",
+        ),
+        (
+            extract(&["--text", "x", "--max-new-tokens", "0"]),
+            "--max-new-tokens",
+            "at least 1",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                "m",
+                "--data",
+                "d.jsonl",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size",
+            "at least 1",
+        ),
+        (extract(&["--text", ""]), "--text", "is empty"),
+        (extract(&["--text", "  \n"]), "--text", "is empty"),
+        (
+            generate(&["--temperature", "nan"]),
+            "--temperature",
+            "finite",
+        ),
+        (
+            generate(&["--temperature=-1"]),
+            "--temperature",
+            "0 (greedy) or more",
+        ),
+        (generate(&["--top-p", "0"]), "--top-p", "(0, 1]"),
+        (generate(&["--top-p", "1.5"]), "--top-p", "(0, 1]"),
+        (
+            vec!["data", "stats", "d.jsonl", "--batch-size", "0"],
+            "--batch-size",
+            "at least 1",
+        ),
+    ];
+    for (args, flag, says) in cases {
+        ftslm(dir.path())
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(contains(flag))
+            .stderr(contains(says));
+    }
+}
