@@ -293,6 +293,13 @@ pub struct TrainArgs {
     /// Start over: move existing checkpoints to backup_<timestamp>/ first
     #[arg(long)]
     pub no_resume: bool,
+    /// Resume although KEY differs from the checkpoint's run (only when to
+    /// log, evaluate and save, and how long to train: training.max_steps,
+    /// training.num_train_epochs, training.logging_steps, training.eval_steps,
+    /// training.save_steps, training.save_total_limit,
+    /// training.early_stopping_patience); repeatable
+    #[arg(long, value_name = "KEY")]
+    pub allow_changed: Vec<String>,
 }
 
 /// The model a command runs: base, adapter, and how the base is held.

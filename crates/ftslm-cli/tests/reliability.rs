@@ -334,3 +334,66 @@ fn nonsense_flag_values_are_refused_naming_the_flag_and_the_range() {
             .stderr(contains(says));
     }
 }
+
+/// Resuming a run with settings that define another run is refused, each
+/// changed key listed old → new with the fix; the keys that only say when
+/// to log, save or stop may change with --allow-changed, others may not.
+#[test]
+fn resume_refuses_changed_settings_naming_each() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let run = |extra: &[&str]| {
+        let mut args = train_args(model, "training.save_steps=1");
+        args.extend_from_slice(extra);
+        ftslm(dir.path()).args(&args).assert()
+    };
+    run(&["--max-steps", "2"]).success();
+
+    run(&["--max-steps", "3", "--set", "training.learning_rate=1e-4"])
+        .code(1)
+        .stderr(contains("with other settings"))
+        .stderr(contains("training.learning_rate: 0.0002 → 0.0001"))
+        .stderr(contains("training.max_steps: 2 → 3"))
+        .stderr(contains("--no-resume"))
+        .stderr(contains("--allow-changed").not());
+    run(&["--max-steps", "3"])
+        .code(1)
+        .stderr(contains("training.max_steps: 2 → 3"))
+        .stderr(contains("--allow-changed training.max_steps"));
+    run(&["--max-steps", "3", "--allow-changed", "lora.r"])
+        .code(1)
+        .stderr(contains("`lora.r` cannot change within a run"));
+
+    // Other training data: its digest differs.
+    let train = dir.path().join("data/train.jsonl");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    std::fs::write(&train, format!("{text}{first}\n")).unwrap();
+    run(&["--max-steps", "2"])
+        .code(1)
+        .stderr(contains("dataset.train_file.sha256"));
+    std::fs::write(&train, &text).unwrap();
+
+    run(&["--max-steps", "3", "--allow-changed", "training.max_steps"])
+        .success()
+        .stderr(contains("resuming with training.max_steps changed: 2 → 3"));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/run_summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["steps"], 3);
+}

@@ -50,6 +50,19 @@ pub enum TrainError {
         now: String,
     },
 
+    #[error(
+        "{} was written by a run with other settings; resuming would mix two runs:\n{}\n\
+         start over with --no-resume (the old results move to a backup folder), restore the \
+         settings, or write to another --output-dir{}",
+        path.display(),
+        changed.iter().map(|c| format!("  {}: {} → {}", c.key, c.saved, c.now)).collect::<Vec<_>>().join("\n"),
+        allowable_hint(changed)
+    )]
+    SettingsChanged {
+        path: PathBuf,
+        changed: Vec<SettingChange>,
+    },
+
     #[error("the model failed during {during} at step {step}: {source}")]
     Engine {
         during: &'static str,
@@ -119,5 +132,27 @@ impl TrainError {
             key,
             message: message.into(),
         }
+    }
+}
+
+/// One setting that differs between a checkpoint's run and this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingChange {
+    pub key: String,
+    pub saved: String,
+    pub now: String,
+}
+
+/// The `--allow-changed` hint when every change is one that may be allowed.
+fn allowable_hint(changed: &[SettingChange]) -> String {
+    let safe = |c: &SettingChange| crate::options::SAFE_TO_CHANGE.contains(&c.key.as_str());
+    if changed.iter().all(safe) {
+        let flags: Vec<String> = changed
+            .iter()
+            .map(|c| format!("--allow-changed {}", c.key))
+            .collect();
+        format!(", or continue with {}", flags.join(" "))
+    } else {
+        String::new()
     }
 }

@@ -1,6 +1,7 @@
 //! The trainer's settings, named like transformers' `TrainingArguments` and the
 //! `training:` section of training_config.yml, and their validation.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ftslm_data::TrainedTask;
@@ -8,6 +9,19 @@ use ftslm_data::TrainedTask;
 use crate::error::TrainError;
 use crate::optimizer::AdamWConfig;
 use crate::schedule::LrSchedulerType;
+
+/// Settings a resumed run may change (with `--allow-changed KEY`): when
+/// to log, evaluate and save, and how long to train. Everything else that
+/// defines a run changes what is computed.
+pub const SAFE_TO_CHANGE: &[&str] = &[
+    "training.max_steps",
+    "training.num_train_epochs",
+    "training.logging_steps",
+    "training.eval_steps",
+    "training.save_steps",
+    "training.save_total_limit",
+    "training.early_stopping_patience",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainerOptions {
@@ -52,6 +66,12 @@ pub struct TrainerOptions {
     /// `ftslm_task.json` into every checkpoint, best_model/ and final_model/
     /// so inference can prompt as training did.
     pub task: Option<TrainedTask>,
+    /// The settings that define the run, by configuration key (model and
+    /// data digests, LoRA shape, optimizer, schedule, seed, steps): kept in
+    /// every checkpoint, and a resume with any of them changed is refused.
+    pub run_settings: BTreeMap<String, String>,
+    /// Keys of [`SAFE_TO_CHANGE`] the user lets differ on resume.
+    pub allow_changed: Vec<String>,
 }
 
 impl TrainerOptions {
@@ -81,6 +101,8 @@ impl TrainerOptions {
             resume: true,
             export_files: Vec::new(),
             task: None,
+            run_settings: BTreeMap::new(),
+            allow_changed: Vec::new(),
         }
     }
 
@@ -152,6 +174,19 @@ impl TrainerOptions {
                     format!("must be in [0, 1), found {beta}"),
                 ));
             }
+        }
+        if let Some(key) = self
+            .allow_changed
+            .iter()
+            .find(|k| !SAFE_TO_CHANGE.contains(&k.as_str()))
+        {
+            return Err(TrainError::option(
+                "allow_changed",
+                format!(
+                    "`{key}` cannot change within a run (only {} can); start over with --no-resume",
+                    SAFE_TO_CHANGE.join(", ")
+                ),
+            ));
         }
         if self.save_total_limit == Some(0) {
             return Err(TrainError::option(

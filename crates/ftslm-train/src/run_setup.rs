@@ -5,6 +5,7 @@
 //! The cheap checks come first (settings, model path, tokenizer, data), so a
 //! typo fails in a second instead of after the base model was quantized.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -64,6 +65,8 @@ pub struct RunOverrides {
     pub max_steps: Option<u64>,
     /// `--no-resume`.
     pub no_resume: bool,
+    /// `--allow-changed KEY`: settings a resumed run may change.
+    pub allow_changed: Vec<String>,
 }
 
 /// Maps the `training:` section onto the trainer's options.
@@ -240,6 +243,15 @@ pub fn prepare(
         &device,
     )?;
     options.export_files = source.tokenizer_files();
+    let base_model = source.identity()?;
+    options.allow_changed = overrides.allow_changed.clone();
+    options.run_settings = run_settings(
+        settings,
+        &options,
+        &base_model,
+        [&train_path, &eval_path],
+        &base.to_string(),
+    )?;
     options.task = Some(TrainedTask {
         format: TASK_FORMAT,
         system_prompt: ds.system_prompt.clone(),
@@ -247,7 +259,7 @@ pub fn prepare(
         fields: train_shape.fields,
         chat_template_sha256: sha256_hex(tokenizer.template().source().as_bytes()),
         max_seq_length: ds.max_seq_length,
-        base_model: source.identity()?,
+        base_model,
     });
 
     let weights = WeightBytes::of(&model);
@@ -355,4 +367,85 @@ fn describe_layout(layout: BatchLayout, ds: &DatasetSettings) -> String {
             layout.batch_size, layout.max_seq_length
         ),
     }
+}
+
+/// The settings that define a run, as `key → value` text: the base model's
+/// weights, the data files' bytes, and every setting that changes what the
+/// steps compute or how many there are. Kept in each checkpoint; a resume
+/// compares them (`TrainerOptions::run_settings`).
+fn run_settings(
+    settings: &RunSettings,
+    options: &TrainerOptions,
+    base_model: &ftslm_data::task::BaseModelIdentity,
+    [train, eval]: [&PathBuf; 2],
+    frozen_base: &str,
+) -> Result<BTreeMap<String, String>, SetupError> {
+    let digest = |path: &PathBuf, key: &'static str| -> Result<String, SetupError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            SetupError::setting(key, format!("cannot read {}: {e}", path.display()))
+        })?;
+        Ok(sha256_hex(&bytes))
+    };
+    let (ds, l) = (&settings.dataset, &settings.lora);
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let mut s = BTreeMap::new();
+    let mut put = |key: &str, value: String| {
+        s.insert(key.to_string(), value);
+    };
+    put("model.weights_sha256", base_model.weights_sha256.clone());
+    put("quantization.frozen_base", frozen_base.to_string());
+    put(
+        "dataset.train_file.sha256",
+        digest(train, "dataset.train_path")?,
+    );
+    put(
+        "dataset.validation_file.sha256",
+        digest(eval, "dataset.validation_path")?,
+    );
+    put("dataset.max_seq_length", ds.max_seq_length.to_string());
+    put("dataset.packing", ds.packing.to_string());
+    put("dataset.loss_on", ds.loss_on.name().to_string());
+    put("dataset.system_prompt", ds.system_prompt.clone());
+    put("lora.r", l.r.to_string());
+    put("lora.lora_alpha", l.lora_alpha.to_string());
+    put("lora.lora_dropout", l.lora_dropout.to_string());
+    put("lora.target_modules", l.target_modules.join(","));
+    put("lora.use_rslora", l.use_rslora.to_string());
+    put("training.learning_rate", options.learning_rate.to_string());
+    put(
+        "training.per_device_train_batch_size",
+        options.per_device_train_batch_size.to_string(),
+    );
+    put(
+        "training.gradient_accumulation_steps",
+        options.gradient_accumulation_steps.to_string(),
+    );
+    put("training.warmup_steps", options.warmup_steps.to_string());
+    put(
+        "training.lr_scheduler_type",
+        options.lr_scheduler_type.name().to_string(),
+    );
+    put("training.weight_decay", options.weight_decay.to_string());
+    put("training.adam_beta1", options.adam_beta1.to_string());
+    put("training.adam_beta2", options.adam_beta2.to_string());
+    put("training.adam_epsilon", options.adam_epsilon.to_string());
+    put("training.max_grad_norm", options.max_grad_norm.to_string());
+    put("training.seed", options.seed.to_string());
+    put("training.max_steps", options.max_steps.to_string());
+    put(
+        "training.num_train_epochs",
+        options.num_train_epochs.to_string(),
+    );
+    put("training.logging_steps", options.logging_steps.to_string());
+    put("training.eval_steps", options.eval_steps.to_string());
+    put("training.save_steps", options.save_steps.to_string());
+    put(
+        "training.save_total_limit",
+        optional(options.save_total_limit.map(|n| n.to_string())),
+    );
+    put(
+        "training.early_stopping_patience",
+        optional(options.early_stopping_patience.map(|n| n.to_string())),
+    );
+    Ok(s)
 }

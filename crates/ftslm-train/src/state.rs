@@ -3,6 +3,7 @@
 //! `trainer_state.json` (a superset of the keys transformers writes there).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::metrics::MetricRecord;
 use crate::schedule::LrSchedule;
@@ -78,6 +79,10 @@ pub struct TrainerState {
     pub elapsed_seconds: f64,
     pub pending_log: PendingLog,
     pub log_history: Vec<MetricRecord>,
+    /// The settings that define the run (`TrainerOptions::run_settings`),
+    /// compared on resume; empty in checkpoints written before they were kept.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
 }
 
 impl TrainerState {

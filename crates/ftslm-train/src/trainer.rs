@@ -9,6 +9,7 @@
 //! its last checkpoint; the resumed run reaches the same evaluation with the
 //! same result and writes it again.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use crate::atomic::{copy_dir_atomic, write_atomic, write_json, StagedDir};
 use crate::checkpoint::Checkpoint;
 use crate::data::EpochSource;
 use crate::engine::TrainingEngine;
-use crate::error::TrainError;
+use crate::error::{SettingChange, TrainError};
 use crate::metrics::{write_metrics_jsonl, MetricRecord};
 use crate::optimizer::AdamW;
 use crate::options::TrainerOptions;
@@ -360,6 +361,7 @@ fn fresh_state(
         elapsed_seconds: 0.0,
         pending_log: PendingLog::default(),
         log_history: Vec::new(),
+        settings: options.run_settings.clone(),
     }
 }
 
@@ -372,6 +374,10 @@ fn resume_state(
     progress: &mut dyn Progress,
 ) -> Result<TrainerState, TrainError> {
     let mut state = ckpt.load_state()?;
+    check_settings_unchanged(ckpt, &state.settings, options, progress)?;
+    if !options.run_settings.is_empty() {
+        state.settings = options.run_settings.clone();
+    }
     let mismatch = |key, saved: String, now: String| TrainError::ResumeMismatch {
         path: ckpt.path.clone(),
         key,
@@ -408,4 +414,50 @@ fn resume_state(
         state.scheduler.schedule.total_steps = total;
     }
     Ok(state)
+}
+
+/// Refuses to resume a checkpoint whose run was defined by other settings
+/// (other data, model, learning rate, LoRA shape...): continuing would mix
+/// two runs. Keys the user allowed to change (`allow_changed`, only those
+/// of [`crate::options::SAFE_TO_CHANGE`]) pass with a note. A checkpoint that recorded no
+/// settings (older ones), or a run that defines none, is not compared.
+fn check_settings_unchanged(
+    ckpt: &Checkpoint,
+    saved: &BTreeMap<String, String>,
+    options: &TrainerOptions,
+    progress: &mut dyn Progress,
+) -> Result<(), TrainError> {
+    if saved.is_empty() || options.run_settings.is_empty() {
+        return Ok(());
+    }
+    let mut changed = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        saved.keys().chain(options.run_settings.keys()).collect();
+    for key in keys {
+        let (old, new) = (saved.get(key), options.run_settings.get(key));
+        if old == new {
+            continue;
+        }
+        let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(not set)".into());
+        let change = SettingChange {
+            key: key.clone(),
+            saved: show(old),
+            now: show(new),
+        };
+        if options.allow_changed.iter().any(|k| k == key) {
+            progress.note(&format!(
+                "resuming with {} changed: {} → {} (--allow-changed)",
+                change.key, change.saved, change.now
+            ));
+        } else {
+            changed.push(change);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::SettingsChanged {
+        path: ckpt.path.clone(),
+        changed,
+    })
 }

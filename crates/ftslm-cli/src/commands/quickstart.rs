@@ -124,6 +124,7 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         output_dir: Some(run_dir.clone()),
         max_steps: Some(args.steps as u64),
         no_resume: false,
+        allow_changed: Vec::new(),
     };
     let run = super::train::train_run(&run_global, &overrides)?;
     super::train::print_summary(&run);

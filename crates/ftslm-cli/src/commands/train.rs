@@ -32,6 +32,7 @@ pub fn run(global: &GlobalArgs, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         output_dir: args.output_dir.clone(),
         max_steps: args.max_steps.map(|n| n as u64),
         no_resume: args.no_resume,
+        allow_changed: args.allow_changed.clone(),
     };
     if args.dry_run {
         let mut prepared = prepare_run(&global, &overrides)?;
