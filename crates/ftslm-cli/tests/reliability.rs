@@ -397,3 +397,44 @@ fn resume_refuses_changed_settings_naming_each() {
     .unwrap();
     assert_eq!(summary["steps"], 3);
 }
+
+/// Settings that would exhaust memory are refused from the plan, before the
+/// model loads or anything is allocated: a LoRA rank above the matrices it
+/// adapts, and activations larger than the machine's memory.
+#[test]
+fn memory_bombs_are_refused_before_any_allocation() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let mut args = train_args(model, "lora.r=100000000");
+    args.push("--dry-run");
+    ftslm(dir.path())
+        .args(&args)
+        .assert()
+        .code(1)
+        .stderr(contains("lora.r"))
+        .stderr(contains("above the rank"))
+        .stderr(contains("loading").not());
+    let mut args = train_args(model, "dataset.max_seq_length=100000000");
+    args.extend(["--set", "dataset.packing=true", "--dry-run"]);
+    ftslm(dir.path())
+        .args(&args)
+        .assert()
+        .code(1)
+        .stderr(contains("dataset.max_seq_length"))
+        .stderr(contains("of memory is available"))
+        .stderr(contains("loading").not());
+}

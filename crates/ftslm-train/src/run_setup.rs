@@ -28,7 +28,8 @@ use crate::options::TrainerOptions;
 use crate::packed_data::{BatchLayout, EpochBatches, TokenizedSet};
 use crate::plan::{TrainingPlan, WeightBytes};
 use crate::setup_error::SetupError;
-use ftslm_source::{FrozenBase, ModelSource};
+use crate::summary::available_memory_bytes;
+use ftslm_source::{FrozenBase, ModelDescription, ModelSource};
 
 /// Seed of the evaluation layout; evaluation order does not affect its loss.
 const EVAL_LAYOUT_SEED: u64 = 0;
@@ -220,6 +221,27 @@ pub fn prepare(
     let train_shape = train_set.shape.clone();
     let train = EpochBatches::new(train_set.examples, layout);
 
+    // The plan, from the model's configuration alone, before anything is
+    // allocated: a setting that cannot fit stops here, not after minutes
+    // of loading (or with the allocator's abort).
+    let description = ModelDescription::read(&model_path)?;
+    check_plan_fits(
+        &description.config,
+        &settings.lora,
+        &lora,
+        TrainingShape {
+            batch_size: policy
+                .threads
+                .min(settings.training.per_device_train_batch_size.max(1)),
+            seq_len: match layout.strategy {
+                BatchStrategy::Packed => ds.max_seq_length.max(longest_example),
+                _ => longest_example,
+            },
+            gradient_checkpointing: settings.training.gradient_checkpointing,
+            embedding_precision: EmbeddingPrecision::F32,
+        },
+        available_memory_bytes(),
+    )?;
     note(&format!(
         "loading {} with a {} frozen base",
         source.weights().display(),
@@ -448,4 +470,70 @@ fn run_settings(
         optional(options.early_stopping_patience.map(|n| n.to_string())),
     );
     Ok(s)
+}
+
+/// Refuses, before any allocation, a LoRA rank above the matrices it adapts
+/// and a plan larger than the memory the machine has (`available`, when
+/// known), naming the setting that drives the largest part.
+fn check_plan_fits(
+    config: &ftslm_model::LlamaConfig,
+    lora_config: &LoraConfig,
+    lora: &LoraSettings,
+    shape: TrainingShape,
+    available: Option<u64>,
+) -> Result<(), SetupError> {
+    for projection in &lora.target_modules {
+        let (out_features, in_features) = projection.shape(config);
+        let smallest = out_features.min(in_features);
+        if lora.r > smallest {
+            return Err(SetupError::setting(
+                "lora.r",
+                format!(
+                    "is {}, above the rank of {} ({out_features} × {in_features}); \
+                     a rank above {smallest} adds nothing — use {smallest} or less (16 is usual)",
+                    lora_config.r,
+                    projection.module_name()
+                ),
+            ));
+        }
+    }
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let plan = LoraPlan {
+        r: lora.r,
+        target_modules: lora.target_modules.clone(),
+    };
+    let estimate = MemoryEstimate::new(config, &plan, shape);
+    if estimate.total <= available {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let parts = [
+        (
+            estimate.adapter_and_optimizer(),
+            "lora.r",
+            "the adapter, its gradients and AdamW's moments",
+        ),
+        (
+            estimate.activations(),
+            "training.per_device_train_batch_size / dataset.max_seq_length",
+            "activations",
+        ),
+        (estimate.weights(), "model_name", "the frozen weights"),
+    ];
+    let (bytes, key, what) = parts
+        .into_iter()
+        .max_by_key(|(bytes, ..)| *bytes)
+        .unwrap_or((estimate.total, "training", "the run"));
+    Err(SetupError::setting(
+        key,
+        format!(
+            "the run needs about {:.1} GiB ({what}: {:.1} GiB) but {:.1} GiB of memory is available; \
+             lower {key}, or use a machine with more memory",
+            gib(estimate.total),
+            gib(bytes),
+            gib(available)
+        ),
+    ))
 }

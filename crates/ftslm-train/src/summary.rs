@@ -37,6 +37,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
     parse_vm_hwm(&status)
 }
 
+/// Memory the system can give this process now without swapping
+/// (MemAvailable), where the system says; None elsewhere.
+pub fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut parts = line["MemAvailable:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    (parts.next() == Some("kB")).then_some(value * 1024)
+}
+
 fn parse_vm_hwm(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let mut parts = line["VmHWM:".len()..].split_whitespace();
