@@ -438,3 +438,87 @@ fn memory_bombs_are_refused_before_any_allocation() {
         .stderr(contains("of memory is available"))
         .stderr(contains("loading").not());
 }
+
+/// A line that is not UTF-8 is one invalid line, named with its byte
+/// offset, not a refusal of the whole file; a UTF-8 byte-order mark is
+/// accepted; a pipe is refused instead of waited on.
+#[test]
+fn non_utf8_lines_bom_and_pipes_are_handled_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "3",
+            "--validation",
+            "1",
+        ])
+        .assert()
+        .success();
+    let good = std::fs::read_to_string(dir.path().join("data/train.jsonl")).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend(lines[0].as_bytes());
+    bytes.push(b'\n');
+    // Line 2: a Latin-1 é inside the narrative.
+    let latin1 = lines[1].replacen("\"input\":\"", "\"input\":\"caf\u{e9} ", 1);
+    let cut = latin1.find('\u{e9}').unwrap();
+    bytes.extend(&latin1.as_bytes()[..cut]);
+    bytes.push(0xE9);
+    bytes.extend(&latin1.as_bytes()[cut + 2..]);
+    bytes.push(b'\n');
+    bytes.extend(lines[2].as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(dir.path().join("mixed.jsonl"), &bytes).unwrap();
+
+    let out = ftslm(dir.path())
+        .args(["data", "validate", "mixed.jsonl"])
+        .assert()
+        .code(1);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.get_output().stdout),
+        String::from_utf8_lossy(&out.get_output().stderr)
+    );
+    assert!(
+        text.contains(&format!("mixed.jsonl:2: not UTF-8 (byte offset {cut})")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("mixed.jsonl:1") && !text.contains("mixed.jsonl:3"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("stream did not contain valid UTF-8"),
+        "{text}"
+    );
+
+    // extract --file reports the line before any model work.
+    ftslm(dir.path())
+        .args([
+            "extract",
+            "--model",
+            "no-such-model",
+            "--file",
+            "mixed.jsonl",
+        ])
+        .assert()
+        .code(1)
+        .stderr(contains("mixed.jsonl:2: not UTF-8"));
+
+    let fifo = dir.path().join("pipe.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    ftslm(dir.path())
+        .args(["data", "validate", "pipe.jsonl"])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(contains("not a regular file"));
+}

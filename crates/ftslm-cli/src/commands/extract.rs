@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use ftslm_data::validate::read_lines;
 use ftslm_data::Record;
 use serde_json::{json, Value};
 
@@ -137,16 +138,22 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
 /// Reads `{"input": ..., "id"?: ..., "instruction"?: ...}` lines; training
 /// records work too (their answer is ignored).
 fn read_inputs(path: &Path) -> anyhow::Result<Vec<Input>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read --file {}", path.display()))?;
+    let lines =
+        read_lines(path).with_context(|| format!("cannot read --file {}", path.display()))?;
     let mut inputs = Vec::new();
     let mut problems = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let n = index + 1;
+    for (n, line) in lines {
+        let line = match line {
+            Ok(line) => line,
+            Err(problem) => {
+                problems.push(problem.to_string());
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = match serde_json::from_str(line) {
+        let value: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
                 problems.push(format!(

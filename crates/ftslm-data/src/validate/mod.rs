@@ -97,6 +97,8 @@ pub enum DataError {
     },
     #[error("{path} holds no records — it is empty")]
     Empty { path: PathBuf },
+    #[error("{path} is not a regular file (a pipe, device or folder); give a JSONL file")]
+    NotAFile { path: PathBuf },
 }
 
 /// A record with the (1-based) line it came from.
@@ -113,6 +115,13 @@ pub fn read_records(path: &Path) -> Result<Vec<LineRecord>, DataError> {
     let mut problems = Vec::new();
     let mut out = Vec::new();
     for (line, content) in numbered_lines(&text) {
+        let content = match content {
+            Ok(content) => content,
+            Err(offset) => {
+                problems.push(not_utf8(path, line, offset));
+                continue;
+            }
+        };
         match parse_line(path, line, content, Schema::Generic) {
             Ok(record) => out.push(LineRecord { line, record }),
             Err(mut p) => problems.append(&mut p),
@@ -147,7 +156,7 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
             invalid: 0,
             schema,
         };
-        if text.trim().is_empty() {
+        if text.iter().all(u8::is_ascii_whitespace) {
             report.problems.push(Problem {
                 path: path.clone(),
                 line: 1,
@@ -158,6 +167,14 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
         }
         for (line, content) in numbered_lines(&text) {
             summary.lines += 1;
+            let content = match content {
+                Ok(content) => content,
+                Err(offset) => {
+                    summary.invalid += 1;
+                    report.problems.push(not_utf8(path, line, offset));
+                    continue;
+                }
+            };
             if summary.schema == Schema::Auto {
                 summary.schema = detect_schema(content);
             }
@@ -181,20 +198,63 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
     Ok(report)
 }
 
-fn read_text(path: &Path) -> Result<String, DataError> {
-    std::fs::read_to_string(path).map_err(|source| DataError::Read {
+/// The file's bytes, refusing what is not a regular file (reading a FIFO
+/// would wait forever).
+fn read_text(path: &Path) -> Result<Vec<u8>, DataError> {
+    let read_error = |source| DataError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+        return Err(DataError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    std::fs::read(path).map_err(read_error)
 }
 
-/// Lines with their 1-based numbers; a final newline does not make an empty last line.
-fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    let body = text.strip_suffix('\n').unwrap_or(text);
-    body.split('\n')
+/// Lines with their 1-based numbers, each its text or, where it is not
+/// UTF-8, the byte offset in the line where it stops being so. A leading
+/// UTF-8 byte-order mark is skipped; a final newline does not make an empty
+/// last line.
+fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<&str, usize>)> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    body.split(|&b| b == b'\n')
         .enumerate()
         .filter(move |_| !body.is_empty())
-        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+        .map(|(i, l)| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            (i + 1, std::str::from_utf8(l).map_err(|e| e.valid_up_to()))
+        })
+}
+
+/// A line's 1-based number and its text, or why it has none.
+pub type TextLine = (usize, Result<String, Problem>);
+
+/// The lines of a text file with their 1-based numbers, each its text or
+/// the problem that it is not UTF-8 (for readers of other line formats,
+/// such as `extract --file`).
+pub fn read_lines(path: &Path) -> Result<Vec<TextLine>, DataError> {
+    let bytes = read_text(path)?;
+    Ok(numbered_lines(&bytes)
+        .map(|(line, text)| {
+            let text = text
+                .map(str::to_string)
+                .map_err(|offset| not_utf8(path, line, offset));
+            (line, text)
+        })
+        .collect())
+}
+
+fn not_utf8(path: &Path, line: usize, offset: usize) -> Problem {
+    Problem {
+        path: path.to_path_buf(),
+        line,
+        column: None,
+        what: format!("not UTF-8 (byte offset {offset})"),
+        fix: "save the file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8)".into(),
+    }
 }
 
 fn detect_schema(line: &str) -> Schema {
