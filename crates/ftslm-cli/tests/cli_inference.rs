@@ -228,6 +228,6 @@ fn seeded_sampling_reproduces_and_greedy_is_the_default() {
         .arg("--model")
         .arg(&model)
         .assert()
-        .code(1)
-        .stderr(contains("--top-p 1.5"));
+        .code(2)
+        .stderr(contains("'1.5' for '--top-p"));
 }

@@ -522,3 +522,74 @@ fn non_utf8_lines_bom_and_pipes_are_handled_line_by_line() {
         .code(1)
         .stderr(contains("not a regular file"));
 }
+
+/// A narrative longer than the adapter was trained to read is refused for
+/// that record alone (before tokenizing when it is absurdly long), under a
+/// 2 GiB address-space limit: before, 100k characters aborted the process
+/// trying to allocate 10 GB. The other records are still extracted.
+#[test]
+fn overlong_inputs_are_refused_per_record_within_bounded_memory() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    ftslm(dir.path())
+        .args(train_args(model, "training.max_steps=1"))
+        .assert()
+        .success();
+    let huge = "The patient was seen again. ".repeat(4000); // 112k characters
+    let long = "The patient was seen again. ".repeat(60); // ~1,700 characters, > 256 tokens
+    let lines = [
+        serde_json::json!({"id": "short", "input": "A 54-year-old with stage II breast cancer."}),
+        serde_json::json!({"id": "long", "input": long}),
+        serde_json::json!({"id": "huge", "input": huge}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("inputs.jsonl"), text).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("ftslm");
+    let script = format!(
+        "ulimit -v 2097152; exec '{}' extract --model '{model}' --adapter run/final_model \
+         --file inputs.jsonl --json --max-new-tokens 8 --unconstrained",
+        bin.display()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 3, "{stdout}");
+    let error = |i: usize| results[i]["error"].as_str().unwrap_or_default().to_string();
+    // The short one was run (the random tiny model's text need not be JSON).
+    assert!(!error(0).contains("max_seq_length"), "{}", results[0]);
+    assert!(
+        !results[0]["text"].as_str().unwrap_or_default().is_empty(),
+        "{}",
+        results[0]
+    );
+    assert!(
+        error(1).contains("more than the 256 the model reads"),
+        "{}",
+        results[1]
+    );
+    assert!(error(2).contains("112000 characters"), "{}", results[2]);
+}

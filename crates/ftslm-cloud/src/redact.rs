@@ -26,6 +26,10 @@ pub fn redact_urls(text: &str) -> String {
         let end = url_and_after
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .unwrap_or(url_and_after.len());
+        // Sentence punctuation after a URL is not part of it.
+        let end = url_and_after[..end]
+            .trim_end_matches([':', ',', '.', ';', ')'])
+            .len();
         let (url, after) = url_and_after.split_at(end);
         out.push_str(&redact_one(url));
         rest = after;

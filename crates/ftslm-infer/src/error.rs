@@ -56,4 +56,10 @@ pub enum InferenceError {
          evaluation needs extraction records"
     )]
     NotExtraction { line: usize },
+
+    #[error(
+        "the prompt is {tokens} tokens, more than the {limit} the model reads \
+         (max_seq_length); shorten it"
+    )]
+    PromptTooLong { tokens: usize, limit: usize },
 }

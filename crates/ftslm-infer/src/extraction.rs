@@ -26,6 +26,13 @@ impl LoadedModel {
         prompts: &[Vec<u32>],
         options: &GenerationOptions,
     ) -> Result<Vec<Generated>, InferenceError> {
+        let limit = self.prompt_limit();
+        if let Some(long) = prompts.iter().find(|p| p.len() > limit) {
+            return Err(InferenceError::PromptTooLong {
+                tokens: long.len(),
+                limit,
+            });
+        }
         let policy = self.policy;
         Ok(policy
             .run(|| generate_batch(&self.model, self.adapter.as_ref(), prompts, options, None))?)
@@ -73,13 +80,22 @@ impl LoadedModel {
             };
             let mut out = Vec::with_capacity(records.len());
             for chunk in records.chunks(batch.max(1)) {
-                let prompts = chunk
-                    .iter()
-                    .map(|r| self.tokenizer.encode_prompt(r))
-                    .collect::<Result<Vec<_>, _>>()?;
+                // Each record's prompt, or why it is not run.
+                let mut prompts = Vec::with_capacity(chunk.len());
+                let mut refused: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+                for record in chunk {
+                    match self.readable_prompt(record)? {
+                        Ok(prompt) => {
+                            prompts.push(prompt);
+                            refused.push(None);
+                        }
+                        Err(why) => refused.push(Some(why)),
+                    }
+                }
                 let generated = match grammar {
+                    _ if prompts.is_empty() => Vec::new(),
                     Some(g) => {
-                        let mut constraints = chunk
+                        let mut constraints = prompts
                             .iter()
                             .map(|_| g.constraint(keys))
                             .collect::<Result<Vec<_>, _>>()?;
@@ -103,7 +119,18 @@ impl LoadedModel {
                         None,
                     )?,
                 };
-                for g in generated {
+                let mut generated = generated.into_iter();
+                for why in refused {
+                    if let Some(why) = why {
+                        out.push(Extraction {
+                            text: String::new(),
+                            error: Some(why),
+                        });
+                        continue;
+                    }
+                    let Some(g) = generated.next() else {
+                        break;
+                    };
                     let text = self.tokenizer.decode(&g.tokens)?;
                     let error = match (&g.stop, grammar.is_some()) {
                         (StopReason::ConstraintFailed(e), _) => {
@@ -121,6 +148,46 @@ impl LoadedModel {
             }
             Ok(out)
         })
+    }
+}
+
+/// Characters per token above which a narrative is refused before it is
+/// tokenized: real text runs 3–5 characters a token, so a narrative this
+/// long cannot fit whatever it holds (and tokenizing 50 MB took 7 GB).
+const MAX_CHARS_PER_TOKEN: usize = 16;
+
+impl LoadedModel {
+    /// The longest prompt this model is asked to read: what the adapter was
+    /// trained on (its `max_seq_length`), else the model's context.
+    pub fn prompt_limit(&self) -> usize {
+        match &self.task.recorded {
+            Some(task) => task.max_seq_length,
+            None => self.model.config().max_position_embeddings,
+        }
+    }
+
+    /// The record's prompt ids, or (inner Err) why it is too long to run:
+    /// checked in characters before tokenizing, then in tokens. Attention
+    /// grows with the square of the prompt, so an unbounded one aborted
+    /// the process.
+    fn readable_prompt(&self, record: &Record) -> Result<Result<Vec<u32>, String>, InferenceError> {
+        let limit = self.prompt_limit();
+        let chars = record.input_text().chars().count();
+        if chars > limit.saturating_mul(MAX_CHARS_PER_TOKEN) {
+            return Ok(Err(format!(
+                "the narrative is {chars} characters, far more than the {limit} tokens \
+                 the model reads (max_seq_length); shorten it"
+            )));
+        }
+        let prompt = self.tokenizer.encode_prompt(record)?;
+        if prompt.len() > limit {
+            return Ok(Err(format!(
+                "the prompt is {} tokens, more than the {limit} the model reads \
+                 (max_seq_length); shorten the narrative",
+                prompt.len()
+            )));
+        }
+        Ok(Ok(prompt))
     }
 }
 
