@@ -593,3 +593,61 @@ fn overlong_inputs_are_refused_per_record_within_bounded_memory() {
     );
     assert!(error(2).contains("112000 characters"), "{}", results[2]);
 }
+
+/// An adapter holding NaN (what a diverged run saves) is refused at load,
+/// naming the tensor, by every command that loads one; before, `generate`
+/// printed nothing and exited 0 and `merge` wrote a NaN model.
+#[test]
+fn a_nan_adapter_is_refused_naming_the_tensor() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    ftslm(dir.path())
+        .args(train_args(model, "training.max_steps=1"))
+        .assert()
+        .success();
+    // The first value of the first tensor (in the file's order) becomes NaN.
+    let weights = dir.path().join("run/final_model/adapter_model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let (name, first) = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| (k.clone(), v["data_offsets"][0].as_u64().unwrap() as usize))
+        .min_by_key(|(_, offset)| *offset)
+        .unwrap();
+    let at = 8 + header_len + first;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, bytes).unwrap();
+
+    for args in [
+        vec!["extract", "--text", "A patient."],
+        vec!["generate", "--prompt", "hi"],
+        vec!["merge", "--out", "merged"],
+    ] {
+        ftslm(dir.path())
+            .args(&args)
+            .args(["--model", model, "--adapter", "run/final_model"])
+            .assert()
+            .code(1)
+            .stderr(contains(name.as_str()))
+            .stderr(contains("NaN at index 0"));
+    }
+    assert!(!dir.path().join("merged").exists());
+}

@@ -133,6 +133,7 @@ impl LoadedModel {
                     };
                     let text = self.tokenizer.decode(&g.tokens)?;
                     let error = match (&g.stop, grammar.is_some()) {
+                        (StopReason::NonFinite(why), _) => Some(why.clone()),
                         (StopReason::ConstraintFailed(e), _) => {
                             Some(format!("constrained decoding failed: {e}"))
                         }

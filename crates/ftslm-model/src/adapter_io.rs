@@ -72,7 +72,15 @@ impl LoraAdapter {
                     projection.module_name()
                 )));
             }
-            found.insert((layer, projection, matrix), tensor.to_dtype(DType::F32)?);
+            let tensor = tensor.to_dtype(DType::F32)?;
+            let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+            if let Some((index, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(adapter_error(format!(
+                    "`{key}` holds {value} at index {index}; the adapter is corrupt (a diverged \
+                     run saves such values): use an earlier checkpoint or retrain"
+                )));
+            }
+            found.insert((layer, projection, matrix), tensor);
         }
 
         let r = settings.r;

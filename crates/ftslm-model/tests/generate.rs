@@ -184,3 +184,25 @@ fn greedy_decoding_reproduces_transformers_generate() {
         assert_eq!(generated.tokens, ids(&example["greedy_24_ids"]));
     }
 }
+
+/// NaN scores stop the sequence with a reason naming them, instead of a
+/// sampler picking arbitrarily (or nothing) among them.
+#[test]
+fn non_finite_logits_stop_generation_with_a_reason() {
+    let Some((model, mut adapter)) = tiny() else {
+        return;
+    };
+    let (layer, projection) = {
+        let (l, p, _) = adapter.iter().next().unwrap();
+        (l, p)
+    };
+    let weights = adapter.get_mut(layer, projection).unwrap();
+    weights.b = (weights.b.ones_like().unwrap() * f64::NAN).unwrap();
+    weights.a = weights.a.ones_like().unwrap();
+    let out = generate_batch(&model, Some(&adapter), &[vec![1, 2, 3]], &greedy(4), None).unwrap();
+    match &out[0].stop {
+        StopReason::NonFinite(why) => assert!(why.contains("NaN"), "{why}"),
+        other => panic!("stopped with {other:?}"),
+    }
+    assert!(out[0].tokens.is_empty());
+}

@@ -49,6 +49,9 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
     let Some(generated) = out.into_iter().next() else {
         bail!("the model returned no sequence");
     };
+    if let StopReason::NonFinite(why) = &generated.stop {
+        bail!("{why}");
+    }
     println!("{}", loaded.tokenizer.decode(&generated.tokens)?);
     if generated.stop == StopReason::MaxNewTokens {
         note(

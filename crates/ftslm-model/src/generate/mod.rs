@@ -38,6 +38,8 @@ pub enum StopReason {
     ConstraintComplete,
     /// Its constraint rejected the state or allowed no token.
     ConstraintFailed(String),
+    /// The model's scores were NaN or infinite.
+    NonFinite(String),
 }
 
 /// One sequence's result: the new tokens without the stop token.
@@ -142,6 +144,14 @@ pub fn generate_batch(
 
 /// Picks one sequence's next token; `Some` when the sequence is done.
 fn step(r: &mut Running, logits: &[f32], options: &GenerationOptions) -> Option<StopReason> {
+    if let Some(bad) = logits.iter().find(|v| !v.is_finite()) {
+        // Sampling would pick arbitrarily (or nothing) from NaN scores.
+        return Some(StopReason::NonFinite(format!(
+            "the model produced a {bad} logit after {} generated tokens; its weights or \
+             adapter hold non-finite values",
+            r.tokens.len()
+        )));
+    }
     let mask = match r.constraint.as_deref_mut().map(|c| c.next_mask()) {
         None => None,
         Some(Ok(Some(mask))) => Some(mask),
