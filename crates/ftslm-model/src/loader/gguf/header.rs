@@ -96,7 +96,7 @@ impl<R: Read + Seek> Header<R> {
     fn skip(&mut self, count: u64) -> Result<(), String> {
         let at = self.reader.stream_position().map_err(io)?;
         if at.checked_add(count).is_none_or(|end| end > self.len) {
-            return Err("a metadata value runs past the end of the file".into());
+            return Err("a metadata value runs past the end of the file; it is truncated (download it again) or not GGUF".into());
         }
         self.reader.seek_relative(count as i64).map_err(io)
     }
@@ -104,7 +104,7 @@ impl<R: Read + Seek> Header<R> {
         let len = self.length()?;
         let at = self.reader.stream_position().map_err(io)?;
         if at.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err("a metadata string runs past the end of the file".into());
+            return Err("a metadata string runs past the end of the file; it is truncated (download it again) or not GGUF".into());
         }
         let mut bytes = vec![0u8; len as usize];
         self.read_exact(&mut bytes)?;
