@@ -651,3 +651,77 @@ fn a_nan_adapter_is_refused_naming_the_tensor() {
     }
     assert!(!dir.path().join("merged").exists());
 }
+
+/// An output folder that cannot be written is reported before the model
+/// loads, not after (minutes, for an 8B base).
+#[test]
+fn an_unwritable_output_dir_fails_before_loading() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    std::fs::write(dir.path().join("taken"), "a file").unwrap();
+    let mut args = train_args(model, "training.max_steps=1");
+    let at = args.iter().position(|a| *a == "run").unwrap();
+    args[at] = "taken/run";
+    ftslm(dir.path())
+        .args(&args)
+        .assert()
+        .code(1)
+        .stderr(contains("training.output_dir"))
+        .stderr(contains("not a folder"))
+        .stderr(contains("loading").not());
+}
+
+/// Settings that mean nothing are refused naming the key and the range:
+/// a negative lora_alpha (it flipped the update's sign), and a number of
+/// epochs no run could take (1e300 became 18446744073709551615 steps).
+#[test]
+fn nonsense_settings_are_refused_naming_the_key() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    for (set, says) in [
+        (
+            "lora.lora_alpha=-16",
+            "lora_alpha must be a positive number",
+        ),
+        (
+            "training.num_train_epochs=1e300",
+            "optimizer steps; at most 1000000000",
+        ),
+    ] {
+        let mut args = train_args(model, set);
+        args.push("--dry-run");
+        ftslm(dir.path())
+            .args(&args)
+            .assert()
+            .code(1)
+            .stderr(contains(says));
+    }
+}

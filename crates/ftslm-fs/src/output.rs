@@ -56,6 +56,41 @@ pub fn check_not_an_input(
     Ok(())
 }
 
+/// Checks, before any long work, that `dir` can be written: the directory
+/// itself when it exists, else the nearest folder above it that does (where
+/// it would be created). A probe file is created there and removed at once;
+/// nothing else is written.
+pub fn check_writable_dir(dir: &Path) -> Result<(), crate::FsError> {
+    let mut at = dir;
+    let existing = loop {
+        if at.exists() {
+            break at;
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break Path::new("."),
+        }
+    };
+    if !existing.is_dir() {
+        return Err(crate::FsError {
+            action: "write into",
+            path: existing.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "it is a file, not a folder",
+            ),
+        });
+    }
+    let probe = existing.join(format!(".ftslm-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|source| crate::FsError {
+        action: "write into",
+        path: existing.to_path_buf(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Whether two paths name one file: the same device and inode where both
 /// exist (hard links and symlinks included), else the same absolute path.
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -96,5 +131,21 @@ mod tests {
             assert!(err.to_string().contains("--data"), "{err}");
         }
         assert!(check_not_an_input(&fresh, "--out", &[(&data, "--data")]).is_ok());
+    }
+
+    #[test]
+    fn writability_is_checked_where_the_folder_would_be_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(check_writable_dir(&tmp.path().join("a/b/c")).is_ok());
+        assert!(!tmp.path().join("a").exists(), "nothing is created");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = check_writable_dir(&file.join("run")).unwrap_err();
+        assert!(err.to_string().contains("not a folder"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no probe left"
+        );
     }
 }

@@ -137,9 +137,9 @@ impl LoraSettings {
         if self.r == 0 {
             return Some("r must be at least 1".into());
         }
-        if !self.alpha.is_finite() {
+        if !self.alpha.is_finite() || self.alpha <= 0.0 {
             return Some(format!(
-                "lora_alpha must be a finite number, got {}",
+                "lora_alpha must be a positive number (the update is scaled by lora_alpha / r), got {}",
                 self.alpha
             ));
         }

@@ -10,6 +10,9 @@ use crate::error::TrainError;
 use crate::optimizer::AdamWConfig;
 use crate::schedule::LrSchedulerType;
 
+/// More optimizer steps than any run could take: a mistake in the settings.
+pub const MAX_TOTAL_STEPS: u64 = 1_000_000_000;
+
 /// Settings a resumed run may change (with `--allow-changed KEY`): when
 /// to log, evaluate and save, and how long to train. Everything else that
 /// defines a run changes what is computed.
@@ -128,6 +131,37 @@ impl TrainerOptions {
             return self.max_steps as u64;
         }
         (self.num_train_epochs * self.steps_per_epoch(batches_per_epoch) as f64).ceil() as u64
+    }
+
+    /// [`TrainerOptions::total_steps`], refusing a count no run could
+    /// reach ([`MAX_TOTAL_STEPS`]): `num_train_epochs = 1e300` made
+    /// 18446744073709551615 steps.
+    pub fn checked_total_steps(&self, batches_per_epoch: usize) -> Result<u64, TrainError> {
+        if self.max_steps > 0 {
+            if self.max_steps as u64 > MAX_TOTAL_STEPS {
+                return Err(TrainError::option(
+                    "max_steps",
+                    format!(
+                        "is {}; at most {MAX_TOTAL_STEPS} steps are allowed",
+                        self.max_steps
+                    ),
+                ));
+            }
+            return Ok(self.max_steps as u64);
+        }
+        let per_epoch = self.steps_per_epoch(batches_per_epoch);
+        let steps = self.num_train_epochs * per_epoch as f64;
+        if steps.is_nan() || steps > MAX_TOTAL_STEPS as f64 {
+            return Err(TrainError::option(
+                "num_train_epochs",
+                format!(
+                    "{} epochs of {per_epoch} steps make {steps:.3e} optimizer steps; at most \
+                     {MAX_TOTAL_STEPS} are allowed — lower num_train_epochs or set max_steps",
+                    self.num_train_epochs
+                ),
+            ));
+        }
+        Ok(self.total_steps(batches_per_epoch))
     }
 
     pub fn validate(&self) -> Result<(), TrainError> {

@@ -164,6 +164,14 @@ pub fn prepare(
     options
         .validate()
         .map_err(|e| SetupError::setting("training", e.to_string()))?;
+    // An output folder that cannot be written fails now, not after the
+    // model has loaded (minutes, for an 8B base).
+    ftslm_fs::check_writable_dir(&options.output_dir).map_err(|e| {
+        SetupError::setting(
+            "training.output_dir",
+            format!("{e}; choose a writable folder"),
+        )
+    })?;
     let lora = lora_settings(&settings.lora)?;
     let ds = &settings.dataset;
     let model_path = overrides
@@ -311,7 +319,9 @@ pub fn prepare(
         ParameterCounts::of(model.config()).projections,
     );
     let batches_per_epoch = train.batches_per_epoch();
-    let steps = options.total_steps(batches_per_epoch);
+    let steps = options
+        .checked_total_steps(batches_per_epoch)
+        .map_err(|e| SetupError::setting("training", e.to_string()))?;
     let steps_per_epoch = options.steps_per_epoch(batches_per_epoch).max(1);
     let c = model.config();
     let plan = TrainingPlan {

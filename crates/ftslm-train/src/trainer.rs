@@ -104,7 +104,7 @@ where
                 ));
             }
         }
-        let total = options.total_steps(batches_per_epoch);
+        let total = options.checked_total_steps(batches_per_epoch)?;
         let schedule = LrSchedule {
             kind: options.lr_scheduler_type,
             base_lr: options.learning_rate,
