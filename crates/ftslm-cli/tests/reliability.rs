@@ -725,3 +725,54 @@ fn nonsense_settings_are_refused_naming_the_key() {
             .stderr(contains(says));
     }
 }
+
+/// A 20 MB training record is cut in characters before it is tokenized,
+/// with a note naming its file:line, under a 2 GiB address-space limit
+/// (tokenizing 50 MB whole took 7 GB and 80 s, all to keep 256 tokens).
+#[test]
+fn a_huge_training_record_is_cut_before_tokenizing() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let train = dir.path().join("data/train.jsonl");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    record["input"] = serde_json::Value::String("The patient was seen again. ".repeat(750_000));
+    std::fs::write(&train, format!("{text}{record}\n")).unwrap();
+
+    let bin = assert_cmd::cargo::cargo_bin("ftslm");
+    let args: Vec<String> = train_args(model, "training.max_steps=1")
+        .into_iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let script = format!(
+        "ulimit -v 2097152; exec '{}' {} --dry-run",
+        bin.display(),
+        args.join(" ")
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("data/train.jsonl:9: the narrative is 21000000 characters; cut to 4096"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Constrained extraction: each record's prompt as training rendered it, then
 //! greedy decoding that may only write the task's JSON object.
 
+use ftslm_data::tokenize::char_cut;
 use ftslm_data::{Answer, InstructionRecord, Record};
 use ftslm_model::generate::{
     generate_batch, Generated, GenerationOptions, JsonObjectGrammar, Sampling, StopReason,
@@ -152,11 +153,6 @@ impl LoadedModel {
     }
 }
 
-/// Characters per token above which a narrative is refused before it is
-/// tokenized: real text runs 3–5 characters a token, so a narrative this
-/// long cannot fit whatever it holds (and tokenizing 50 MB took 7 GB).
-const MAX_CHARS_PER_TOKEN: usize = 16;
-
 impl LoadedModel {
     /// The longest prompt this model is asked to read: what the adapter was
     /// trained on (its `max_seq_length`), else the model's context.
@@ -173,8 +169,8 @@ impl LoadedModel {
     /// the process.
     fn readable_prompt(&self, record: &Record) -> Result<Result<Vec<u32>, String>, InferenceError> {
         let limit = self.prompt_limit();
-        let chars = record.input_text().chars().count();
-        if chars > limit.saturating_mul(MAX_CHARS_PER_TOKEN) {
+        if char_cut(record.input_text(), limit).is_some() {
+            let chars = record.input_text().chars().count();
             return Ok(Err(format!(
                 "the narrative is {chars} characters, far more than the {limit} tokens \
                  the model reads (max_seq_length); shorten it"

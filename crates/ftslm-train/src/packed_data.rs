@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use ftslm_data::batching::{make_batches, Batch, BatchStrategy};
 use ftslm_data::tokenize::PromptTokenizer;
+use ftslm_data::tokenize::{overlong_narrative, MAX_CHARS_PER_TOKEN};
 use ftslm_data::validate::{read_records, LineRecord};
 use ftslm_data::TaskShape;
 use ftslm_data::TokenizedExample;
@@ -34,6 +35,8 @@ pub struct TokenizedSet {
     pub truncated_tokens: usize,
     /// The instruction and answer fields the records teach.
     pub shape: TaskShape,
+    /// One line per record cut in characters before tokenizing.
+    pub notes: Vec<String>,
 }
 
 impl TokenizedSet {
@@ -84,6 +87,19 @@ impl TokenizedSet {
             examples.extend(part?);
         }
         let shape = TaskShape::of(records.iter().map(|r| &r.record));
+        let notes = records
+            .iter()
+            .filter_map(|r| {
+                let chars = overlong_narrative(&r.record, max_seq_length)?;
+                Some(format!(
+                    "{}:{}: the narrative is {chars} characters; cut to {} before tokenizing \
+                     (max_seq_length {max_seq_length} × {MAX_CHARS_PER_TOKEN}), then to what fits",
+                    path.display(),
+                    r.line,
+                    max_seq_length.saturating_mul(MAX_CHARS_PER_TOKEN)
+                ))
+            })
+            .collect();
         let truncated = examples.iter().filter(|e| e.truncated_tokens > 0).count();
         let truncated_tokens = examples.iter().map(|e| e.truncated_tokens).sum();
         Ok(TokenizedSet {
@@ -92,6 +108,7 @@ impl TokenizedSet {
             truncated,
             truncated_tokens,
             shape,
+            notes,
         })
     }
 

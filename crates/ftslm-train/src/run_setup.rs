@@ -198,6 +198,9 @@ pub fn prepare(
         ds.max_seq_length,
         ds.max_eval_samples,
     )?;
+    for n in train_set.notes.iter().chain(&eval_set.notes) {
+        note(n);
+    }
     note(&format!(
         "tokenized {} training and {} evaluation records in {:.1}s",
         train_set.examples.len(),
