@@ -96,7 +96,8 @@ impl AdamW {
     }
 
     /// The state as a safetensors file: `exp_avg.<name>` and `exp_avg_sq.<name>`
-    /// per tensor, the step count in the metadata.
+    /// per tensor, the step count in the metadata. The same state gives the
+    /// same bytes (the metadata's keys sorted).
     pub fn to_safetensors(&self) -> Result<Vec<u8>, safetensors::SafeTensorError> {
         let bytes: Vec<(String, Vec<u8>, usize)> = self
             .moments
@@ -124,7 +125,7 @@ impl AdamW {
             ("format".to_string(), FORMAT.to_string()),
             ("steps".to_string(), self.steps.to_string()),
         ]);
-        safetensors::serialize(views, Some(metadata))
+        safetensors::serialize(views, Some(metadata)).map(sorted_metadata)
     }
 
     /// Reads what [`AdamW::to_safetensors`] wrote; `Err` holds the reason.
@@ -181,6 +182,39 @@ fn le_bytes(xs: &[f32]) -> Vec<u8> {
     xs.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// `file` with its header's `__metadata__` keys in sorted order. The
+/// safetensors crate writes them in a `HashMap`'s order, which differs
+/// from map to map, so identical runs wrote different bytes. The header
+/// keeps its length (the same entries, reordered), so the offsets after it
+/// hold; a header this cannot read is returned as it was.
+fn sorted_metadata(mut file: Vec<u8>) -> Vec<u8> {
+    let Some(len) = file
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b: [u8; 8]| u64::from_le_bytes(b) as usize)
+    else {
+        return file;
+    };
+    let Some(header) = file.get(8..8usize.saturating_add(len)) else {
+        return file;
+    };
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(header) else {
+        return file;
+    };
+    if let Some(serde_json::Value::Object(meta)) = map.get_mut("__metadata__") {
+        meta.sort_keys();
+    }
+    let Ok(text) = serde_json::to_string(&map) else {
+        return file;
+    };
+    if text.len() > len {
+        return file;
+    }
+    let padded = format!("{text:<len$}");
+    file[8..8 + len].copy_from_slice(padded.as_bytes());
+    file
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +231,34 @@ mod tests {
             value,
             grad,
         }
+    }
+
+    /// The same state writes the same bytes every time (the metadata's
+    /// keys came in a HashMap's order, new with each map), and reads back.
+    #[test]
+    fn the_same_state_writes_the_same_bytes() {
+        let mut opt = AdamW::new(AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        });
+        let (mut value, mut grad) = (vec![1.0f32, -2.0, 3.0], vec![0.5f32, 0.25, -1.0]);
+        opt.step(&mut [view("w", &[3], &mut value, &mut grad)], 0.01)
+            .unwrap();
+        let first = opt.to_safetensors().unwrap();
+        for _ in 0..32 {
+            assert_eq!(opt.to_safetensors().unwrap(), first);
+        }
+        let header_len = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&first[8..8 + header_len]).unwrap();
+        let (format, steps) = (
+            header.find("\"format\"").unwrap(),
+            header.find("\"steps\"").unwrap(),
+        );
+        assert!(format < steps, "{header}");
+        let read = AdamW::from_safetensors(opt.config, &first).unwrap();
+        assert_eq!(read.to_safetensors().unwrap(), first);
     }
 
     #[test]
