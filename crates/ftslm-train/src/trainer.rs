@@ -149,6 +149,21 @@ where
                     ckpt.path.display(),
                     state.global_step
                 ));
+                // A process killed between publishing a checkpoint and
+                // rotating left one too many.
+                if let Some(limit) = options.save_total_limit {
+                    let keep = state
+                        .best_model_checkpoint
+                        .as_deref()
+                        .and_then(Checkpoint::parse_name);
+                    for removed in run.rotate(limit, keep)? {
+                        progress.note(&format!(
+                            "removed {} (beyond save_total_limit {limit}; its process was \
+                             stopped before rotating)",
+                            removed.display()
+                        ));
+                    }
+                }
                 (state, optimizer, Some(ckpt.path))
             }
             None => (

@@ -480,3 +480,44 @@ fn resuming_with_another_seed_is_refused() {
         "{message}"
     );
 }
+
+/// A process stopped between publishing a checkpoint and rotating leaves
+/// one beyond `save_total_limit`; the resumed run rotates before it starts.
+#[test]
+fn a_resume_rotates_checkpoints_beyond_the_limit() {
+    let data = batches(7, 1, line);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.save_total_limit = Some(2);
+    o.max_steps = 8; // checkpoints 4 and 8
+    run(&mut LinearEngine::new(), &o, &data, &[]).unwrap();
+    // What the stopped process left: an older checkpoint still in place.
+    let extra = dir.path().join("checkpoint-2");
+    let mut copy = std::process::Command::new("cp");
+    assert!(copy
+        .arg("-r")
+        .arg(dir.path().join("checkpoint-4"))
+        .arg(&extra)
+        .status()
+        .unwrap()
+        .success());
+    o.max_steps = 10;
+    let mut progress = RecordingProgress::default();
+    train(
+        &mut LinearEngine::new(),
+        &o,
+        &ShuffledBatches::new(data.clone()),
+        &[],
+        &mut progress,
+    )
+    .unwrap();
+    assert!(
+        progress
+            .notes
+            .iter()
+            .any(|n| n.contains("checkpoint-2") && n.contains("save_total_limit 2")),
+        "{:?}",
+        progress.notes
+    );
+    assert!(!extra.exists());
+}
