@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", output::error_chain(&err));
             ExitCode::FAILURE
         }
     }

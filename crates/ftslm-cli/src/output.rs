@@ -30,3 +30,39 @@ pub fn progress_bar(quiet: bool, len: u64, what: &str) -> indicatif::ProgressBar
     bar.set_message(what.to_string());
     bar
 }
+
+/// An error and its causes on one line, each cause once: library errors
+/// often include their source's text in their own message, and printing
+/// the chain as well said every cause twice ("(os error 2): No such file
+/// or directory (os error 2)").
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file (os error 2)");
+        let err = anyhow::Error::new(io)
+            .context("cannot read data.jsonl: No such file (os error 2)")
+            .context("cannot read --data data.jsonl");
+        assert_eq!(
+            error_chain(&err),
+            "cannot read --data data.jsonl: cannot read data.jsonl: No such file (os error 2)"
+        );
+    }
+}

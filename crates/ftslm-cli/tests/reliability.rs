@@ -776,3 +776,22 @@ fn a_huge_training_record_is_cut_before_tokenizing() {
         "{stderr}"
     );
 }
+
+/// An error's cause is printed once, not once per layer that wrapped it.
+#[test]
+fn error_causes_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["data", "validate", "missing.jsonl"],
+        vec!["data", "stats", "missing.jsonl"],
+        vec!["eval", "--model", "m", "--data", "missing.jsonl"],
+    ] {
+        let out = ftslm(dir.path()).args(&args).assert().code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert_eq!(
+            stderr.matches("os error 2").count(),
+            1,
+            "{args:?}: {stderr}"
+        );
+    }
+}
