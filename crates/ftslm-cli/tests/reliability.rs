@@ -795,3 +795,44 @@ fn error_causes_are_printed_once() {
         );
     }
 }
+
+/// Without AWS credentials, `cloud doctor` says so once, with the sources
+/// tried and the fix, and skips the checks that need them, instead of a
+/// multi-line dump of the SDK's provider chain for every check.
+#[test]
+fn missing_aws_credentials_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = dir.path().join("none");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    let out = ftslm(dir.path())
+        .args(["cloud", "doctor", "--no-ssm", "--config-dir", config])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("HOME", dir.path())
+        .env("AWS_CONFIG_FILE", &none)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &none)
+        .assert()
+        .code(1);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.get_output().stdout),
+        String::from_utf8_lossy(&out.get_output().stderr)
+    );
+    assert_eq!(
+        text.matches("no AWS credentials were found").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("aws configure"), "{text}");
+    assert_eq!(text.matches("needs AWS credentials").count(), 7, "{text}");
+    for internal in [
+        "DispatchFailure",
+        "ProviderChainError",
+        "CredentialsNotLoaded",
+    ] {
+        assert!(!text.contains(internal), "{internal}: {text}");
+    }
+}

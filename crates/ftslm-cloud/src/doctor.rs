@@ -66,6 +66,26 @@ impl Check {
     }
 }
 
+/// The checks' names, in the order [`run_doctor`] runs them.
+const IDENTITY: &str = "identity (sts:GetCallerIdentity)";
+const INSTANCE: &str = "EC2 instance (aws.ec2.instance_id)";
+const VOLUME: &str = "EBS volume (aws.ebs.volume_id)";
+const BUCKET: &str = "S3 bucket (aws.s3.bucket)";
+const REPOSITORY: &str = "ECR repository (aws.ecr.repository)";
+const LOG_GROUP: &str = "CloudWatch log group (aws.cloudwatch.log_group)";
+const HUB_SECRET: &str = "Hub token secret (aws.secrets_manager.hf_token_secret)";
+const START_PERMISSION: &str = "permission ec2:StartInstances (dry run)";
+const CHECK_NAMES: [&str; 8] = [
+    IDENTITY,
+    INSTANCE,
+    VOLUME,
+    BUCKET,
+    REPOSITORY,
+    LOG_GROUP,
+    HUB_SECRET,
+    START_PERMISSION,
+];
+
 /// Every check, in the order a user would fix them.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorReport {
@@ -83,6 +103,28 @@ impl DoctorReport {
 /// Runs every check; a failing check never stops the others.
 pub fn run_doctor(aws: &Aws, target: &CloudTarget) -> DoctorReport {
     let region = target.region().to_string();
+    // Without credentials every call fails the same way: say it once.
+    if let Some(problem) = aws.credentials_problem() {
+        let checks = CHECK_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Check {
+                name: name.to_string(),
+                state: if i == 0 {
+                    CheckState::Failed
+                } else {
+                    CheckState::Skipped
+                },
+                detail: if i == 0 {
+                    problem.clone()
+                } else {
+                    "needs AWS credentials".to_string()
+                },
+                fix: None,
+            })
+            .collect();
+        return DoctorReport { region, checks };
+    }
     let mut checks = vec![identity(aws)];
     checks.push(instance(aws, target));
     checks.push(volume(aws, target));
@@ -95,7 +137,7 @@ pub fn run_doctor(aws: &Aws, target: &CloudTarget) -> DoctorReport {
 }
 
 fn identity(aws: &Aws) -> Check {
-    const NAME: &str = "identity (sts:GetCallerIdentity)";
+    const NAME: &str = IDENTITY;
     let client = aws.sts();
     match aws
         .block_on(client.get_caller_identity().send())
@@ -121,7 +163,7 @@ fn identity(aws: &Aws) -> Check {
 }
 
 fn instance(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "EC2 instance (aws.ec2.instance_id)";
+    const NAME: &str = INSTANCE;
     let id = match target.instance_id() {
         Ok(id) => id.to_string(),
         Err(e) => return Check::skipped(NAME, &e),
@@ -170,7 +212,7 @@ fn missing_instance(name: &str, id: &str, target: &CloudTarget) -> Check {
 }
 
 fn volume(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "EBS volume (aws.ebs.volume_id)";
+    const NAME: &str = VOLUME;
     let id = match target.volume_id() {
         Ok(id) => id.to_string(),
         Err(e) => return Check::skipped(NAME, &e),
@@ -215,7 +257,7 @@ fn volume(aws: &Aws, target: &CloudTarget) -> Check {
 }
 
 fn bucket(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "S3 bucket (aws.s3.bucket)";
+    const NAME: &str = BUCKET;
     let bucket = match target.bucket() {
         Ok(b) => b.to_string(),
         Err(e) => return Check::skipped(NAME, &e),
@@ -259,7 +301,7 @@ fn bucket(aws: &Aws, target: &CloudTarget) -> Check {
 }
 
 fn repository(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "ECR repository (aws.ecr.repository)";
+    const NAME: &str = REPOSITORY;
     let name = target.settings.ecr.repository.clone();
     let client = aws.ecr();
     let result = aws.block_on(
@@ -290,7 +332,7 @@ fn repository(aws: &Aws, target: &CloudTarget) -> Check {
 }
 
 fn log_group(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "CloudWatch log group (aws.cloudwatch.log_group)";
+    const NAME: &str = LOG_GROUP;
     let group = target.settings.cloudwatch.log_group.clone();
     let client = aws.logs();
     let result = aws.block_on(
@@ -321,7 +363,7 @@ fn log_group(aws: &Aws, target: &CloudTarget) -> Check {
 }
 
 fn secret(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "Hub token secret (aws.secrets_manager.hf_token_secret)";
+    const NAME: &str = HUB_SECRET;
     let name = target.settings.secrets_manager.hf_token_secret.clone();
     let client = aws.secrets();
     // DescribeSecret, not GetSecretValue: the laptop only needs to know the
@@ -345,7 +387,7 @@ fn secret(aws: &Aws, target: &CloudTarget) -> Check {
 /// EC2 answers a dry run with `DryRunOperation` when the call would be
 /// allowed and `UnauthorizedOperation` when not, without touching the instance.
 fn start_permission(aws: &Aws, target: &CloudTarget) -> Check {
-    const NAME: &str = "permission ec2:StartInstances (dry run)";
+    const NAME: &str = START_PERMISSION;
     let id = match target.instance_id() {
         Ok(id) => id.to_string(),
         Err(e) => return Check::skipped(NAME, &e),

@@ -155,6 +155,27 @@ impl Aws {
         }
     }
 
+    /// Why no call can be signed, when none can: the credential chain
+    /// (environment, shared profile, SSO, container, instance metadata)
+    /// found nothing. One sentence with the fix, instead of each call's
+    /// dump of the chain's internals.
+    pub fn credentials_problem(&self) -> Option<String> {
+        use aws_sdk_sts::config::ProvideCredentials;
+        const FIX: &str = "run `aws configure` (or `aws sso login --profile P` with \
+                           AWS_PROFILE=P), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; \
+                           for an emulator also AWS_ENDPOINT_URL";
+        let Some(provider) = self.sdk.credentials_provider() else {
+            return Some(format!("no AWS credentials are configured; {FIX}"));
+        };
+        match self.block_on(provider.provide_credentials()) {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) | Err(_) => Some(format!(
+                "no AWS credentials were found (tried the environment, the shared profile \
+                 ~/.aws, SSO, and the instance metadata service); {FIX}"
+            )),
+        }
+    }
+
     /// How often waits poll; an emulator answers at once, AWS takes seconds.
     pub fn with_poll_interval(mut self, interval: Duration) -> Aws {
         self.poll_interval = interval;
