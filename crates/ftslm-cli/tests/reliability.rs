@@ -836,3 +836,16 @@ fn missing_aws_credentials_are_one_line() {
         assert!(!text.contains(internal), "{internal}: {text}");
     }
 }
+
+/// A config "file" that is a folder is an error naming it, not a note and
+/// the built-in defaults.
+#[test]
+fn a_config_file_that_is_a_folder_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config/training_config.yml")).unwrap();
+    ftslm(dir.path())
+        .args(["config", "show", "--no-ssm", "--config-dir", "config"])
+        .assert()
+        .code(1)
+        .stderr(contains("training_config.yml is not a file"));
+}

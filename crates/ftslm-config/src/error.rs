@@ -66,6 +66,12 @@ pub enum ConfigError {
     )]
     AmbiguousConfigFile { first: PathBuf, second: PathBuf },
 
+    #[error(
+        "{} is not a file (a folder?); a config file is YAML — remove or rename it",
+        path.display()
+    )]
+    ConfigNotAFile { path: PathBuf },
+
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,

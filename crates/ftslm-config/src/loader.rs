@@ -161,8 +161,11 @@ impl<'a> ConfigLoader<'a> {
             let present: Vec<PathBuf> = names
                 .iter()
                 .map(|n| dir.join(n))
-                .filter(|p| p.is_file())
+                .filter(|p| p.exists())
                 .collect();
+            if let Some(odd) = present.iter().find(|p| !p.is_file()) {
+                return Err(ConfigError::ConfigNotAFile { path: odd.clone() });
+            }
             match present.as_slice() {
                 [] => notes.push(format!(
                     "no {what} config ({} or {}) in {}; its keys use built-in defaults",
