@@ -849,3 +849,44 @@ fn a_config_file_that_is_a_folder_is_an_error() {
         .code(1)
         .stderr(contains("training_config.yml is not a file"));
 }
+
+/// Training on repeated records, or validating on training records, goes
+/// on with a warning that counts them (`data validate` refuses both).
+#[test]
+fn repeated_and_shared_examples_are_counted_in_a_warning() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let train = dir.path().join("data/train.jsonl");
+    let text = std::fs::read_to_string(&train).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    std::fs::write(&train, format!("{text}{first}\n")).unwrap();
+    let mut args = train_args(model, "training.max_steps=1");
+    let at = args
+        .iter()
+        .position(|a| *a == "data/validation.jsonl")
+        .unwrap();
+    args[at] = "data/train.jsonl";
+    args.push("--dry-run");
+    ftslm(dir.path())
+        .args(&args)
+        .assert()
+        .success()
+        .stderr(contains("1 training record(s) repeat another's narrative"))
+        .stderr(contains(
+            "9 of 9 validation record(s) also appear in the training data",
+        ));
+}

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use ftslm_data::batching::{make_batches, Batch, BatchStrategy};
 use ftslm_data::tokenize::PromptTokenizer;
 use ftslm_data::tokenize::{overlong_narrative, MAX_CHARS_PER_TOKEN};
+use ftslm_data::validate::narrative_key;
 use ftslm_data::validate::{read_records, LineRecord};
 use ftslm_data::TaskShape;
 use ftslm_data::TokenizedExample;
@@ -37,6 +38,8 @@ pub struct TokenizedSet {
     pub shape: TaskShape,
     /// One line per record cut in characters before tokenizing.
     pub notes: Vec<String>,
+    /// Each record's `narrative_key` (duplicates, overlap between sets).
+    pub narratives: Vec<String>,
 }
 
 impl TokenizedSet {
@@ -109,6 +112,7 @@ impl TokenizedSet {
             truncated_tokens,
             shape,
             notes,
+            narratives: records.iter().map(|r| narrative_key(&r.record)).collect(),
         })
     }
 

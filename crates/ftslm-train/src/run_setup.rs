@@ -201,6 +201,9 @@ pub fn prepare(
     for n in train_set.notes.iter().chain(&eval_set.notes) {
         note(n);
     }
+    if let Some(warning) = repeated_examples(&train_set, &eval_set, &train_path, &eval_path) {
+        note(&warning);
+    }
     note(&format!(
         "tokenized {} training and {} evaluation records in {:.1}s",
         train_set.examples.len(),
@@ -548,5 +551,49 @@ fn check_plan_fits(
             gib(bytes),
             gib(available)
         ),
+    ))
+}
+
+/// A warning when the training data repeats examples, or the validation
+/// data shares them (its loss then measures memorisation): `data validate`
+/// refuses both, training goes on with counts.
+fn repeated_examples(
+    train: &TokenizedSet,
+    eval: &TokenizedSet,
+    train_path: &std::path::Path,
+    eval_path: &std::path::Path,
+) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    let duplicates = train
+        .narratives
+        .iter()
+        .filter(|n| !seen.insert(n.as_str()))
+        .count();
+    let shared = eval
+        .narratives
+        .iter()
+        .filter(|n| seen.contains(n.as_str()))
+        .count();
+    if duplicates == 0 && shared == 0 {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if duplicates > 0 {
+        parts.push(format!(
+            "{duplicates} training record(s) repeat another's narrative"
+        ));
+    }
+    if shared > 0 {
+        parts.push(format!(
+            "{shared} of {} validation record(s) also appear in the training data, so eval_loss \
+             partly measures memorisation",
+            eval.narratives.len()
+        ));
+    }
+    Some(format!(
+        "warning: {}; `ftslm data validate {} {}` lists them",
+        parts.join(", and "),
+        train_path.display(),
+        eval_path.display()
     ))
 }

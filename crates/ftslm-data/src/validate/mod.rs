@@ -269,6 +269,12 @@ fn detect_schema(line: &str) -> Schema {
     }
 }
 
+/// What makes two records the same example: the narrative, with case and
+/// whitespace ignored (used for duplicates and train/validation overlap).
+pub fn narrative_key(record: &Record) -> String {
+    normalise_narrative(record.input_text())
+}
+
 fn normalise_narrative(s: &str) -> String {
     s.split_whitespace()
         .collect::<Vec<_>>()
@@ -284,7 +290,7 @@ fn check_duplicate(
     line: usize,
     record: &Record,
 ) -> Result<(), Vec<Problem>> {
-    let key = normalise_narrative(record.input_text());
+    let key = narrative_key(record);
     match seen.get(&key) {
         None => {
             seen.insert(key, (file_index, line));
