@@ -890,3 +890,40 @@ fn repeated_and_shared_examples_are_counted_in_a_warning() {
             "9 of 9 validation record(s) also appear in the training data",
         ));
 }
+
+/// `-v` is read: `train -v` names the config files and every run setting
+/// that did not come from the defaults, with its source.
+#[test]
+fn verbose_train_shows_where_its_settings_came_from() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ftslm(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "data",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let mut args = train_args(model, "training.learning_rate=1e-4");
+    args.extend(["--dry-run", "-v"]);
+    ftslm(dir.path())
+        .args(&args)
+        .assert()
+        .success()
+        .stderr(contains("config files:"))
+        .stderr(contains("training.learning_rate = 0.0001 (cli)"));
+    let mut quiet = train_args(model, "training.learning_rate=1e-4");
+    quiet.push("--dry-run");
+    ftslm(dir.path())
+        .args(&quiet)
+        .assert()
+        .success()
+        .stderr(contains("config files:").not());
+}

@@ -50,6 +50,36 @@ fn prepare_run(global: &GlobalArgs, overrides: &RunOverrides) -> anyhow::Result<
     for n in config.notes() {
         note(global.quiet, n);
     }
+    if global.verbose > 0 && !global.quiet {
+        // -v: where the run's settings came from.
+        let files: Vec<String> = config
+            .files()
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        eprintln!(
+            "config files: {}",
+            if files.is_empty() {
+                "none (built-in defaults)".to_string()
+            } else {
+                files.join(", ")
+            }
+        );
+        for v in config.values() {
+            let run_key = [
+                "model_name",
+                "dataset.",
+                "lora.",
+                "training.",
+                "quantization.",
+            ]
+            .iter()
+            .any(|p| v.key().starts_with(p));
+            if run_key && v.source != ftslm_config::Source::Default {
+                eprintln!("  {} = {} ({})", v.key(), v.value, v.source);
+            }
+        }
+    }
     let settings = RunSettings::from_config(&config)?;
     let quiet = global.quiet;
     Ok(prepare(
