@@ -150,7 +150,18 @@ impl GgufFile {
     /// Byte offset and size of a tensor's data.
     fn extent(&self, name: &str) -> Result<(u64, usize)> {
         let info = self.info(name)?;
-        let elems = info.shape.elem_count();
+        // The dimensions come from the file: their product may not fit.
+        let elems = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| {
+                self.error(format!(
+                    "tensor `{name}` has dimensions {:?}, more values than can be addressed; the file is corrupt",
+                    info.shape.dims()
+                ))
+            })?;
         let (block, type_size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
         if elems % block != 0 {
             return Err(self.error(format!(
@@ -165,7 +176,12 @@ impl GgufFile {
                 info.offset
             ))
         })?;
-        Ok((start, elems / block * type_size))
+        let bytes = (elems / block).checked_mul(type_size).ok_or_else(|| {
+            self.error(format!(
+                "tensor `{name}` needs more bytes than can be addressed; the file is corrupt"
+            ))
+        })?;
+        Ok((start, bytes))
     }
 
     fn info(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {

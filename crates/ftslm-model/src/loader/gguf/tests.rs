@@ -485,3 +485,30 @@ fn a_crafted_alignment_is_an_error_not_a_panic() {
     let err = GgufFile::open(&path).unwrap_err().to_string();
     assert!(err.contains("past the end of the file"), "{err}");
 }
+
+/// A tensor whose dimensions multiply past what can be addressed is an
+/// error naming it (the product overflowed).
+#[test]
+fn dimensions_beyond_addressing_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes()); // one tensor
+    bytes.extend(0u64.to_le_bytes()); // no metadata
+    let name = "blk.0.attn_q.weight";
+    bytes.extend((name.len() as u64).to_le_bytes());
+    bytes.extend(name.as_bytes());
+    bytes.extend(2u32.to_le_bytes());
+    bytes.extend((1u64 << 40).to_le_bytes());
+    bytes.extend((1u64 << 40).to_le_bytes());
+    bytes.extend(0u32.to_le_bytes()); // F32
+    bytes.extend(0u64.to_le_bytes());
+    bytes.resize(bytes.len() + 64, 0);
+    let path = dir.path().join("huge.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let err = GgufFile::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains(name) && err.contains("more values than can be addressed"),
+        "{err}"
+    );
+}
