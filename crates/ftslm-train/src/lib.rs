@@ -23,6 +23,7 @@ pub mod options;
 pub mod packed_data;
 pub mod plan;
 pub mod progress;
+pub mod run_checks;
 pub mod run_dir;
 pub mod run_report;
 pub mod run_setup;
