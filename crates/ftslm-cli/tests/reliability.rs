@@ -927,3 +927,48 @@ fn verbose_train_shows_where_its_settings_came_from() {
         .success()
         .stderr(contains("config files:").not());
 }
+
+/// A base model holding NaN is refused at load naming the tensor, instead
+/// of decoding NaN logits into an empty answer with exit 0.
+#[test]
+fn a_nan_base_weight_is_refused_naming_the_tensor() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("model");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&model)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The last value of the tensor stored last in the file becomes NaN.
+    let weights = copy.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let (name, dtype, end) = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let end = v["data_offsets"][1].as_u64().unwrap() as usize;
+            (k.clone(), v["dtype"].as_str().unwrap().to_string(), end)
+        })
+        .max_by_key(|(_, _, end)| *end)
+        .unwrap();
+    let at = 8 + header_len + end;
+    match dtype.as_str() {
+        "F32" => bytes[at - 4..at].copy_from_slice(&f32::NAN.to_le_bytes()),
+        "BF16" | "F16" => bytes[at - 2..at].copy_from_slice(&[0xC0, 0x7F]),
+        other => panic!("unexpected dtype {other}"),
+    }
+    std::fs::write(&weights, bytes).unwrap();
+    ftslm(dir.path())
+        .args(["extract", "--model", "model", "--text", "A patient."])
+        .assert()
+        .code(1)
+        .stderr(contains(name.as_str()))
+        .stderr(contains("holds NaN"));
+}

@@ -36,6 +36,17 @@ pub enum ModelError {
     #[error("{}: {problem}", path.display())]
     Unsupported { path: PathBuf, problem: String },
 
+    #[error(
+        "tensor `{name}` in {location} holds {value} at index {index}; the weights are corrupt \
+         (a broken download, or a merge of a diverged adapter) — get the model again"
+    )]
+    NonFiniteWeight {
+        name: String,
+        location: String,
+        index: usize,
+        value: f32,
+    },
+
     #[error("tensor `{name}` is missing from {location}{hint}")]
     MissingTensor {
         name: String,

@@ -397,6 +397,7 @@ impl WeightSource for GgufWeights {
         let permute = self.permuted_heads(name)?;
         let (dtype, dims, bytes) = self.file.read_rows(&gguf, permute)?;
         let dense = self.file.dequantize(&gguf, dtype, dims.clone(), &bytes)?;
+        super::check_finite(&dense, name, &self.location(name))?;
         if let (Some(kept), &[out, inp]) = (&self.keep_blocks, dims.as_slice()) {
             if name.contains("_proj.") {
                 let blocks = GgufBlocks::new(name, dtype, out, inp, bytes)?;

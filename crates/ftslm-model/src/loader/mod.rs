@@ -65,10 +65,41 @@ impl WeightSource for NamedTensors {
                 location: self.origin.clone(),
                 hint: String::new(),
             })?;
-        Ok(tensor.to_dtype(DType::F32)?.to_device(device)?)
+        let tensor = tensor.to_dtype(DType::F32)?;
+        check_finite(&tensor, name, &self.origin)?;
+        Ok(tensor.to_device(device)?)
     }
 
     fn location(&self, _name: &str) -> String {
         self.origin.clone()
+    }
+}
+
+/// Refuses a weight holding NaN or infinity, naming it: it would run to NaN
+/// logits (and an empty answer) with no word of why.
+pub(crate) fn check_finite(tensor: &Tensor, name: &str, location: &str) -> Result<()> {
+    let find = |values: &[f32]| {
+        values
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (i, values[i]))
+    };
+    let bad = match crate::kernel::with_cpu_f32(tensor, find) {
+        Some(bad) => bad,
+        None => find(
+            &tensor
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?,
+        ),
+    };
+    match bad {
+        Some((index, value)) => Err(ModelError::NonFiniteWeight {
+            name: name.to_string(),
+            location: location.to_string(),
+            index,
+            value,
+        }),
+        None => Ok(()),
     }
 }

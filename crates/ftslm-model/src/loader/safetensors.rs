@@ -161,7 +161,9 @@ impl WeightSource for SafetensorsCheckpoint {
     }
 
     fn take_f32(&mut self, name: &str, device: &Device) -> Result<Tensor> {
-        Ok(self.load_raw(name, device)?.to_dtype(DType::F32)?)
+        let tensor = self.load_raw(name, device)?.to_dtype(DType::F32)?;
+        super::check_finite(&tensor, name, &self.location(name))?;
+        Ok(tensor)
     }
 
     fn location(&self, name: &str) -> String {
