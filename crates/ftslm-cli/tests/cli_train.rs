@@ -6,37 +6,13 @@
 //! and decodes as it was trained (flags override it with a note; another base
 //! model is refused unless the user says otherwise).
 
+mod common;
+
+use common::{ftslm, synth};
 use std::path::Path;
 
-use assert_cmd::Command;
 use predicates::str::contains;
 use serde_json::{json, Value};
-
-fn ftslm(cwd: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("ftslm").unwrap();
-    // Keep the user's config, FTSLM_* variables and real AWS out of the tests.
-    cmd.current_dir(cwd)
-        .env_remove("FTSLM_TRAINING__LEARNING_RATE")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
-
-/// 8 training and 4 validation records in `dir/data`.
-fn synth(dir: &Path) {
-    ftslm(dir)
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
-}
 
 fn train_args<'a>(model: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![

@@ -1,22 +1,15 @@
 //! Reliability under misuse (issue 17), with real processes: one writer per
 //! run directory.
 
-use std::path::Path;
+mod common;
+
+use common::{ftslm, synth};
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
-
-fn ftslm(cwd: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("ftslm").unwrap();
-    // Keep the user's config, FTSLM_* variables and real AWS out of the tests.
-    cmd.current_dir(cwd)
-        .env_remove("FTSLM_TRAINING__LEARNING_RATE")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    cmd
-}
 
 fn train_args<'a>(model: &'a str, max_steps: &'a str) -> Vec<&'a str> {
     vec![
@@ -49,19 +42,7 @@ fn a_second_run_into_a_live_run_directory_is_refused_naming_the_holder() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
 
     let bin = assert_cmd::cargo::cargo_bin("ftslm");
     let mut first = std::process::Command::new(&bin)
@@ -343,19 +324,7 @@ fn resume_refuses_changed_settings_naming_each() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     let run = |extra: &[&str]| {
         let mut args = train_args(model, "training.save_steps=1");
         args.extend_from_slice(extra);
@@ -406,19 +375,7 @@ fn memory_bombs_are_refused_before_any_allocation() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     let mut args = train_args(model, "lora.r=100000000");
     args.push("--dry-run");
     ftslm(dir.path())
@@ -532,19 +489,7 @@ fn overlong_inputs_are_refused_per_record_within_bounded_memory() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     ftslm(dir.path())
         .args(train_args(model, "training.max_steps=1"))
         .assert()
@@ -602,19 +547,7 @@ fn a_nan_adapter_is_refused_naming_the_tensor() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     ftslm(dir.path())
         .args(train_args(model, "training.max_steps=1"))
         .assert()
@@ -659,19 +592,7 @@ fn an_unwritable_output_dir_fails_before_loading() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     std::fs::write(dir.path().join("taken"), "a file").unwrap();
     let mut args = train_args(model, "training.max_steps=1");
     let at = args.iter().position(|a| *a == "run").unwrap();
@@ -693,19 +614,7 @@ fn nonsense_settings_are_refused_naming_the_key() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     for (set, says) in [
         (
             "lora.lora_alpha=-16",
@@ -734,19 +643,7 @@ fn a_huge_training_record_is_cut_before_tokenizing() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     let train = dir.path().join("data/train.jsonl");
     let text = std::fs::read_to_string(&train).unwrap();
     let mut record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -857,19 +754,7 @@ fn repeated_and_shared_examples_are_counted_in_a_warning() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     let train = dir.path().join("data/train.jsonl");
     let text = std::fs::read_to_string(&train).unwrap();
     let first = text.lines().next().unwrap().to_string();
@@ -898,19 +783,7 @@ fn verbose_train_shows_where_its_settings_came_from() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    ftslm(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "data",
-            "--train",
-            "8",
-            "--validation",
-            "4",
-        ])
-        .assert()
-        .success();
+    synth(dir.path());
     let mut args = train_args(model, "training.learning_rate=1e-4");
     args.extend(["--dry-run", "-v"]);
     ftslm(dir.path())

@@ -403,11 +403,17 @@ impl PromptTokenizer {
 
     /// The record without any length limit.
     fn encode_whole(&self, record: &Record) -> Result<TokenizedExample, TokenizeError> {
-        // Checks the conversation and that the prompt renders as its start.
-        self.render(record)?;
-        let prompt_ids =
-            self.encode_messages(&record.messages(&self.system_prompt, false), true)?;
-        let input_ids = self.encode_messages(&record.messages(&self.system_prompt, true), false)?;
+        let rendered = self.render(record)?;
+        let prompt_ids = self.encode_rendered(
+            &record.messages(&self.system_prompt, false),
+            true,
+            &rendered.prompt_text,
+        )?;
+        let input_ids = self.encode_rendered(
+            &record.messages(&self.system_prompt, true),
+            false,
+            &rendered.full_text,
+        )?;
         if !input_ids.starts_with(&prompt_ids) {
             let position = prompt_ids
                 .iter()

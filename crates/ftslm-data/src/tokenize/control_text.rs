@@ -18,6 +18,17 @@ impl PromptTokenizer {
         add_generation_prompt: bool,
     ) -> Result<Vec<u32>, TokenizeError> {
         let text = self.template.render(messages, add_generation_prompt)?;
+        self.encode_rendered(messages, add_generation_prompt, &text)
+    }
+
+    /// [`PromptTokenizer::encode_messages`] for `text`, the messages as the
+    /// template already rendered them (training renders each record once).
+    pub(super) fn encode_rendered(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        text: &str,
+    ) -> Result<Vec<u32>, TokenizeError> {
         // Most text holds none of the tokens' first characters (`<` for
         // ChatML's and Llama 3's 256): only then is each token looked for.
         let forged = messages.iter().find_map(|m| {
@@ -30,7 +41,7 @@ impl PromptTokenizer {
                 .find(|s| m.content.contains(s.as_str()))
         });
         let Some(forged) = forged else {
-            return self.encode_text(&text);
+            return self.encode_text(text);
         };
         // Render again with a marker per content, cut there, and tokenize
         // the template's pieces as usual and the contents as text.
