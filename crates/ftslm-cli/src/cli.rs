@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ftslm_config::LossOn;
-use ftslm_model::ComputePolicy;
+use ftslm_cuda::DeviceChoice;
 
 mod values;
 use values::{at_least_one, loss_on, narrative, probability, temperature};
@@ -56,14 +56,10 @@ pub struct GlobalArgs {
         env = "FTSLM_MATMUL_PRECISION"
     )]
     pub matmul_precision: MatmulPrecision,
-}
-
-impl GlobalArgs {
-    /// How the engine and the inference model compute: the flags' precision
-    /// and the machine's threads (`RAYON_NUM_THREADS` when set).
-    pub fn compute_policy(&self) -> ComputePolicy {
-        ComputePolicy::default().with_precision(self.matmul_precision.into())
-    }
+    /// Where to compute: auto (a CUDA GPU when one and its libraries load, else the
+    /// CPU), cpu, cuda or cuda:N [default: compute.device, auto]
+    #[arg(long, global = true, value_name = "DEVICE", env = "FTSLM_DEVICE")]
+    pub device: Option<DeviceChoice>,
 }
 
 /// `--matmul-precision` values.
@@ -139,6 +135,22 @@ pub enum Command {
     Push(PushArgs),
     /// Show a run's metrics
     Metrics(MetricsArgs),
+    /// This machine as ftslm sees it: CPU, GPUs, CUDA libraries
+    #[command(after_help = "Example: ftslm env --json")]
+    Env {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the GPU kernels against the CPU engine (--device cuda[:N])
+    #[command(
+        after_help = "Compiles every CUDA kernel for the GPU, runs each on the shapes of SmolLM2 and \
+Llama-3.1-8B and compares it with the CPU engine's result within a stated tolerance.\n\
+Example: ftslm selftest --device cuda --json"
+    )]
+    Selftest {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script
     #[command(after_help = "Example: ftslm completions bash > /etc/bash_completion.d/ftslm")]
     Completions {

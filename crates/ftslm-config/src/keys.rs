@@ -306,6 +306,14 @@ pub static SCHEMA: &[KeyDef] = &[
         Lit::Str("auto"),
         "How frozen base weights are held: auto = as stored, else converted",
     ),
+    // compute
+    KeyDef::new(
+        "compute.device",
+        ValueKind::Str,
+        Lit::Str("auto"),
+        "Where to compute: auto (a CUDA GPU when one and its libraries load, else the CPU), \
+         cpu, cuda or cuda:N; --device overrides it",
+    ),
     // output (references into Parameter Store, as in the original)
     KeyDef::new(
         "output.s3_bucket",

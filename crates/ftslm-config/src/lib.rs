@@ -25,7 +25,7 @@ pub use parameters::{ParameterSource, ParameterSourceError};
 pub use resolved::{ResolvedConfig, ResolvedValue, Source};
 pub use schema::{KeyDef, Lit, ValueKind, SCHEMA};
 pub use settings::{
-    AwsSettings, CloudWatchSettings, DatasetSettings, EbsSettings, Ec2Settings, EcrSettings,
-    LoraSettings, LossOn, LrSchedulerType, ModelSettings, OutputSettings, QuantizationBase,
-    QuantizationSettings, S3Settings, SecretsManagerSettings, TrainingSettings,
+    AwsSettings, CloudWatchSettings, ComputeSettings, DatasetSettings, EbsSettings, Ec2Settings,
+    EcrSettings, LoraSettings, LossOn, LrSchedulerType, ModelSettings, OutputSettings,
+    QuantizationBase, QuantizationSettings, S3Settings, SecretsManagerSettings, TrainingSettings,
 };

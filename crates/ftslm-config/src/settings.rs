@@ -155,6 +155,13 @@ pub struct QuantizationSettings {
     pub base: QuantizationBase,
 }
 
+/// Where a command computes (`compute.device`, spelled as `--device`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSettings {
+    pub device: String,
+}
+
 /// Where results are published; ids kept in Parameter Store may be unset.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +250,10 @@ impl ResolvedConfig {
 
     pub fn quantization(&self) -> Result<QuantizationSettings, ConfigError> {
         self.typed("quantization")
+    }
+
+    pub fn compute(&self) -> Result<ComputeSettings, ConfigError> {
+        self.typed("compute")
     }
 
     pub fn output(&self) -> Result<OutputSettings, ConfigError> {

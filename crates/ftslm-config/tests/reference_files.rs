@@ -107,6 +107,7 @@ fn reference_files_give_typed_sections() {
     assert_eq!(config.model().unwrap().name, "meta-llama/Meta-Llama-3.1-8B");
     config.dataset().unwrap();
     config.quantization().unwrap();
+    assert_eq!(config.compute().unwrap().device, "auto");
 }
 
 #[test]

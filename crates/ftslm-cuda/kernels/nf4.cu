@@ -28,6 +28,7 @@ extern "C" __global__ void nf4_absmax_from_double_quant(const u8 *__restrict__ c
                                                         float *__restrict__ absmax, long blocks) {
     long b = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= blocks) return;
-    float scaled = dynamic_map[codes[b]] * nested[b / 256];
-    absmax[b] = scaled + offset;
+    // _rn intrinsics: no fused multiply-add, two roundings as bitsandbytes.
+    float scaled = __fmul_rn(dynamic_map[codes[b]], nested[b / 256]);
+    absmax[b] = __fadd_rn(scaled, offset);
 }

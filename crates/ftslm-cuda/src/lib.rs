@@ -14,10 +14,12 @@
 
 pub mod choice;
 pub mod compile;
+pub mod gpu;
 pub mod kernels;
 pub mod libraries;
 pub mod probe;
 pub mod ptxas;
+pub mod selftest;
 
 pub use choice::{DeviceChoice, DEVICE_SPELLINGS};
 pub use probe::{select, CudaReport, DeviceError, Gpu, Selected};

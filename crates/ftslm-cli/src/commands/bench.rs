@@ -37,7 +37,7 @@ pub fn run(global: &GlobalArgs, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         batch_size,
         loss_on,
         gradient_checkpointing,
-        policy: global.compute_policy().with_threads(threads),
+        policy: super::device::compute_policy(global)?.with_threads(threads),
     };
     let quiet = global.quiet || json;
     let report = bench_train(&settings, &mut |line| {

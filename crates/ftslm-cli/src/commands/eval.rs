@@ -38,7 +38,7 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
     let loaded = load_model(
         &args.model,
-        global.compute_policy(),
+        super::device::compute_policy(global)?,
         args.system_prompt.clone(),
         None,
     )?;

@@ -41,7 +41,7 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
     };
     let loaded = load_model(
         &args.model,
-        global.compute_policy(),
+        super::device::compute_policy(global)?,
         args.system_prompt.clone(),
         args.instruction.clone(),
     )?;

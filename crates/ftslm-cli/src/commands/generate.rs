@@ -18,7 +18,7 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
     }
     let loaded = load_model(
         &args.model,
-        global.compute_policy(),
+        super::device::compute_policy(global)?,
         args.system.clone(),
         None,
     )?;

@@ -4,6 +4,8 @@ mod bench;
 pub(crate) mod cloud;
 mod config;
 mod data;
+mod device;
+mod env;
 mod eval;
 mod extract;
 mod generate;
@@ -11,6 +13,7 @@ mod merge;
 mod model;
 mod params;
 mod quickstart;
+mod selftest;
 mod train;
 pub(crate) mod unbuilt;
 
@@ -46,6 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cloud(cmd) => cloud::run(&global, cmd),
         Command::Runs(cmd) => cloud::runs::run(&global, cmd),
         Command::Checkpoints(cmd) => cloud::checkpoints(&global, cmd),
+        Command::Env { json } => env::run(json),
+        Command::Selftest { json } => selftest::run(&global, json),
         Command::Push(_) => not_built("push", AWS),
         Command::Metrics(_) => not_built("metrics", ENGINE),
     }

@@ -178,7 +178,7 @@ fn score(
         adapter,
         false,
         &TaskChoice::default(),
-        global.compute_policy(),
+        super::device::compute_policy(global)?,
     )?;
     let grammar = loaded.json_grammar()?;
     let decoding = Decoding {

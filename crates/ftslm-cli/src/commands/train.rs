@@ -85,7 +85,7 @@ fn prepare_run(global: &GlobalArgs, overrides: &RunOverrides) -> anyhow::Result<
     Ok(prepare(
         &settings,
         overrides,
-        global.compute_policy(),
+        super::device::compute_policy(global)?,
         &mut |line| note(quiet, line),
     )?)
 }
