@@ -285,6 +285,34 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a random-weight checkpoint of a Llama config.json (Hugging Face layout)
+    #[command(
+        after_help = "Initialised as transformers' LlamaForCausalLM(config): N(0, initializer_range) weights, \
+ones for the norms; safetensors shards of at most 5 GB. For tests and speed benchmarks at a real shape.\n\
+Example: ftslm model random-init --config ../shared/models/llama-3.1-8b-config/config.json \
+--out models/llama-8b-random --tokenizer-from ../shared/models/smollm2-135m-instruct"
+    )]
+    RandomInit(RandomInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RandomInitArgs {
+    /// A Llama config.json
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The checkpoint directory to create
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = MergeDtype::Bf16)]
+    pub dtype: MergeDtype,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Copy the tokenizer files of this model directory into the checkpoint
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer_from: Option<PathBuf>,
+    /// Replace --out when it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

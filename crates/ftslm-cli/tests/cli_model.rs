@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use serde_json::Value;
 
@@ -303,4 +304,70 @@ fn merge_with_a_missing_adapter_names_it() {
         .stderr(contains("no-adapter"))
         .stderr(contains("adapter_config.json"));
     assert!(!tmp.path().join("merged").exists());
+}
+
+/// `model random-init`: a checkpoint the model commands load, never written
+/// over without --force, refused before any work when an input is wrong.
+#[test]
+fn random_init_writes_a_loadable_checkpoint_and_keeps_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 128,
+        "tie_word_embeddings": false,
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let init = |extra: &[&str]| {
+        let mut cmd = ftslm(dir.path());
+        cmd.args(["model", "random-init", "--config", "config.json"]);
+        if !extra.contains(&"--out") {
+            cmd.args(["--out", "random"]);
+        }
+        cmd.args(extra);
+        cmd.assert()
+    };
+    init(&[])
+        .success()
+        .stdout(contains("21 tensors").and(contains("seed 0")));
+    let first = std::fs::read(dir.path().join("random/model.safetensors")).unwrap();
+    init(&["--seed", "1"])
+        .code(1)
+        .stderr(contains("pass --force to replace it"));
+    assert_eq!(
+        std::fs::read(dir.path().join("random/model.safetensors")).unwrap(),
+        first
+    );
+    init(&["--seed", "1", "--force"]).success();
+    assert_ne!(
+        std::fs::read(dir.path().join("random/model.safetensors")).unwrap(),
+        first
+    );
+
+    let out = ftslm(dir.path())
+        .args(["model", "inspect", "random", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // embedding and head 2·300·64, norms 5·64, per layer q, o 64·64, k, v
+    // 32·64 and gate, up, down 160·64: 38,400 + 320 + 2·43,008
+    let weights = &inspect["source"]["safetensors"];
+    assert_eq!(weights["parameters"], 124_736, "{inspect}");
+    assert_eq!(weights["dtypes"]["BF16"], 124_736, "{inspect}");
+
+    init(&["--out", "other", "--tokenizer-from", "nowhere"])
+        .code(1)
+        .stderr(contains(
+            "--tokenizer-from nowhere is not a model directory",
+        ));
+    init(&["--out", "config.json", "--force"])
+        .code(1)
+        .stderr(contains("is the same file as --config"));
+    assert!(!dir.path().join("other").exists());
 }

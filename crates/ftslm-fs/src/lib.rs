@@ -12,7 +12,10 @@ mod dir_lock;
 mod output;
 
 pub use dir_lock::{DirLock, LockError, LOCK_FILE};
-pub use output::{check_not_an_input, check_replaceable, check_writable_dir, OutputError};
+pub use output::{
+    available_bytes, check_free_space, check_not_an_input, check_replaceable, check_writable_dir,
+    OutputError,
+};
 
 use std::fs;
 use std::io::Write;

@@ -13,6 +13,18 @@ pub enum OutputError {
     )]
     Exists { path: PathBuf, flag: String },
     #[error(
+        "{what} needs {} but {} has {} free; free some space or choose another folder",
+        gib(*needed),
+        path.display(),
+        gib(*available)
+    )]
+    NoSpace {
+        what: String,
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error(
         "{flag} {} is the same file as {input_flag} {}; write the output elsewhere",
         path.display(),
         input.display()
@@ -23,6 +35,55 @@ pub enum OutputError {
         input: PathBuf,
         input_flag: String,
     },
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// The folder holding `path` or where it would be created: `path` itself
+/// when it exists, else the nearest folder above it that does.
+fn nearest_existing(path: &Path) -> &Path {
+    let mut at = path;
+    loop {
+        if at.exists() {
+            return at;
+        }
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => return Path::new("."),
+        }
+    }
+}
+
+/// Bytes an unprivileged process may still write on the file system of
+/// `path` (or of the nearest folder above it that exists); `None` where the
+/// platform cannot say.
+pub fn available_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let stat = rustix::fs::statvfs(nearest_existing(path)).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Refuses, before any long work, to write `needed` bytes of `what` under
+/// `path` when its file system has less free.
+pub fn check_free_space(path: &Path, needed: u64, what: &str) -> Result<(), OutputError> {
+    match available_bytes(path) {
+        Some(available) if available < needed => Err(OutputError::NoSpace {
+            what: what.to_string(),
+            path: nearest_existing(path).to_path_buf(),
+            needed,
+            available,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Refuses `path` (given by `flag`) when it exists, unless `force`.
@@ -61,16 +122,7 @@ pub fn check_not_an_input(
 /// it would be created). A probe file is created there and removed at once;
 /// nothing else is written.
 pub fn check_writable_dir(dir: &Path) -> Result<(), crate::FsError> {
-    let mut at = dir;
-    let existing = loop {
-        if at.exists() {
-            break at;
-        }
-        match at.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
-            _ => break Path::new("."),
-        }
-    };
+    let existing = nearest_existing(dir);
     if !existing.is_dir() {
         return Err(crate::FsError {
             action: "write into",
@@ -110,6 +162,26 @@ fn same_file(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_space_is_read_from_the_file_system_and_a_larger_need_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let not_yet = tmp.path().join("a/b/out");
+        let available = available_bytes(&not_yet).expect("statvfs answers on Linux");
+        assert!(available > 0);
+        check_free_space(&not_yet, 1, "the test").unwrap();
+        let err =
+            check_free_space(&not_yet, available + (1 << 40), "a 1 TiB checkpoint").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("a 1 TiB checkpoint needs "),
+            "{message}"
+        );
+        assert!(
+            message.contains(&tmp.path().display().to_string()),
+            "{message}"
+        );
+    }
 
     #[test]
     fn existing_outputs_need_force_and_inputs_are_never_outputs() {

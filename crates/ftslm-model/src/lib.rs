@@ -29,6 +29,7 @@ pub mod lora;
 pub mod loss;
 pub mod merge;
 pub mod mlp;
+pub mod random_init;
 pub use ftslm_kernels::nf4;
 pub mod norm;
 pub mod rope;

@@ -57,6 +57,22 @@ impl MergedDtype {
         self.spec().1
     }
 
+    pub fn bytes_per_value(self) -> usize {
+        self.spec().2
+    }
+
+    /// Values as the little-endian bytes of this dtype, appended to `out`.
+    pub(crate) fn extend_bytes(self, values: &[f32], out: &mut Vec<u8>) {
+        match self {
+            MergedDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+            MergedDtype::Bf16 => out.extend(
+                values
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()),
+            ),
+        }
+    }
+
     /// (safetensors dtype, torch_dtype, bytes per value)
     fn spec(self) -> (&'static str, &'static str, usize) {
         match self {
@@ -314,27 +330,12 @@ fn write_weights(
     dtype: MergedDtype,
 ) -> Result<(usize, u64, u64)> {
     let entries = entries(model);
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({ "format": "pt" }));
-    let mut offset = 0usize;
-    let mut parameters = 0u64;
-    for Entry { name, dims, .. } in &entries {
-        let elements: usize = dims.iter().product();
-        let end = offset + elements * dtype.spec().2;
-        header.insert(
-            name.clone(),
-            json!({ "dtype": dtype.spec().0, "shape": dims, "data_offsets": [offset, end] }),
-        );
-        offset = end;
-        parameters += elements as u64;
-    }
-    let mut header =
-        serde_json::to_vec(&Value::Object(header)).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    // The data starts 8-byte aligned, as the safetensors writers pad it.
-    header.resize(header.len().next_multiple_of(8), b' ');
+    let shapes: Vec<(&str, &[usize])> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.dims.as_slice()))
+        .collect();
+    let (header, offset) = safetensors_header(&shapes, dtype, path)?;
+    let parameters = (offset / dtype.spec().2) as u64;
 
     let io = |e| ModelError::io(path, e);
     let file = File::create(path).map_err(io)?;
@@ -361,14 +362,7 @@ fn write_weights(
             .to_vec1()?;
         for chunk in values.chunks(WRITE_CHUNK) {
             bytes.clear();
-            match dtype {
-                MergedDtype::F32 => bytes.extend(chunk.iter().flat_map(|v| v.to_le_bytes())),
-                MergedDtype::Bf16 => bytes.extend(
-                    chunk
-                        .iter()
-                        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()),
-                ),
-            }
+            dtype.extend_bytes(chunk, &mut bytes);
             writer.write_all(&bytes).map_err(io)?;
         }
     }
@@ -376,6 +370,34 @@ fn write_weights(
     file.sync_all().map_err(io)?;
     let total = 8 + header.len() as u64 + offset as u64;
     Ok((entries.len(), parameters, total))
+}
+
+/// The header of a safetensors file holding `tensors` (name, shape) in that
+/// order, stored as `dtype`, padded so the data starts 8-byte aligned as the
+/// safetensors writers pad it; and the data's length in bytes.
+pub(crate) fn safetensors_header(
+    tensors: &[(&str, &[usize])],
+    dtype: MergedDtype,
+    path: &Path,
+) -> Result<(Vec<u8>, usize)> {
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt" }));
+    let mut offset = 0usize;
+    for &(name, dims) in tensors {
+        let end = offset + dims.iter().product::<usize>() * dtype.bytes_per_value();
+        header.insert(
+            name.to_string(),
+            json!({ "dtype": dtype.spec().0, "shape": dims, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut header =
+        serde_json::to_vec(&Value::Object(header)).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    Ok((header, offset))
 }
 
 /// A file of the base's directory (beside the .gguf for a GGUF base).

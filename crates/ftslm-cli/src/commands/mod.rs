@@ -13,6 +13,7 @@ mod merge;
 mod model;
 mod params;
 mod quickstart;
+mod random_init;
 mod selftest;
 mod train;
 pub(crate) mod unbuilt;

@@ -1,4 +1,4 @@
-//! `ftslm model inspect`: architecture, parameter counts, the configured
+//! `ftslm model inspect` (and the dispatch of `model random-init`): architecture, parameter counts, the configured
 //! LoRA adapter's size and a QLoRA training memory estimate. A directory
 //! holding only config.json is enough, so a model can be sized before it is
 //! downloaded; the arithmetic lives in `ftslm_model::inspect`.
@@ -28,6 +28,7 @@ pub fn run(global: &GlobalArgs, cmd: ModelCommand) -> anyhow::Result<ExitCode> {
             batch_size,
             json,
         } => inspect(global, &model, seq_len, batch_size, json),
+        ModelCommand::RandomInit(args) => super::random_init::run(global, &args),
     }
 }
 
