@@ -179,6 +179,10 @@ pub struct QuickstartArgs {
     /// Validation data instead of synthetic records
     #[arg(long, requires = "train_data")]
     pub val_data: Option<PathBuf>,
+    /// Start over in an --out that holds a finished quickstart (its data/, run/
+    /// and eval_*.json are replaced; other files are left alone)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -650,6 +654,9 @@ pub enum RunsCommand {
         /// Parallel downloads
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Replace files in --out that are not this run's (another run's, or changed)
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },

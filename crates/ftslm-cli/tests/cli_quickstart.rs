@@ -44,6 +44,60 @@ fn quickstart_trains_and_scores_before_and_after() {
         .join("run/final_model/adapter_model.safetensors")
         .is_file());
     assert!(out.join("data/train.jsonl").is_file());
+
+    // A finished quickstart is not run over without --force; with it, it
+    // starts from scratch (a fresh run of 1 step replaces the 2-step one).
+    let rerun = |extra: &[&str]| {
+        let mut cmd = Command::cargo_bin("ftslm").unwrap();
+        cmd.current_dir(tmp.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["quickstart", "--eval-records", "2"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(extra);
+        cmd.assert()
+    };
+    let before = std::fs::read(out.join("eval_after.json")).unwrap();
+    rerun(&["--steps", "1"])
+        .code(1)
+        .stderr(contains("holds a finished quickstart; pass --force"));
+    assert_eq!(std::fs::read(out.join("eval_after.json")).unwrap(), before);
+    rerun(&["--steps", "1", "--force"]).success();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/run_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["steps"], 1, "started over, not resumed");
+}
+
+/// A folder holding anything quickstart did not write is refused before any
+/// work, --force or not.
+#[test]
+fn quickstart_never_writes_into_a_folder_of_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mine");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "keep me").unwrap();
+    for force in [false, true] {
+        let mut cmd = Command::cargo_bin("ftslm").unwrap();
+        cmd.current_dir(tmp.path())
+            .env("FTSLM_PYPI_URL", "http://127.0.0.1:9")
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .args(["quickstart", "--out"])
+            .arg(&out);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.assert()
+            .code(1)
+            .stderr(contains("holds files quickstart did not write (notes.txt)"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
 }
 
 #[test]

@@ -108,10 +108,21 @@ impl Env {
         out: &Path,
         part_size: u64,
     ) -> (Result<PullReport, AwsError>, Vec<PullEvent>) {
+        self.pull_with(selector, out, part_size, false)
+    }
+
+    fn pull_with(
+        &self,
+        selector: &RunSelector,
+        out: &Path,
+        part_size: u64,
+        force: bool,
+    ) -> (Result<PullReport, AwsError>, Vec<PullEvent>) {
         let events = Mutex::new(Vec::new());
         let options = PullOptions {
             concurrency: 4,
             part_size,
+            force,
         };
         let record = |e: PullEvent| events.lock().unwrap().push(e);
         let result = pull_run(&self.aws, &self.target, selector, out, &options, &record);
@@ -399,6 +410,64 @@ fn latest_pulls_the_newest_run_in_ranges_and_a_second_pull_skips_everything() {
         PullEvent::FileStarted { .. } | PullEvent::PartDone { .. }
     )));
     assert_eq!(tree(out.path()), with_manifest(&newest));
+}
+
+/// A folder holding one run's files (or a file the user changed) is not
+/// overwritten by a pull unless --force says so; nothing is written when
+/// the pull is refused.
+#[test]
+fn a_pull_never_replaces_files_that_are_not_the_runs_without_force() {
+    let Some(env) = env() else { return };
+    let older = fake_run(7, summary(Some(0.8), Some(0.8), 10));
+    let newer = fake_run(8, summary(Some(0.6), Some(0.6), 20));
+    env.upload_run("20261201_000000", &older, true);
+    env.upload_run("20261202_000000", &newer, true);
+    let out = tempfile::tempdir().unwrap();
+    let older_run = RunSelector::Timestamp("20261201_000000".into());
+    let newer_run = RunSelector::Timestamp("20261202_000000".into());
+    env.pull(&older_run, out.path(), PART).0.unwrap();
+
+    let (refused, events) = env.pull(&newer_run, out.path(), PART);
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("another run's SHA256SUMS") && message.contains("--force"),
+        "{message}"
+    );
+    assert!(events.is_empty());
+    let (have, want) = (tree(out.path()), with_manifest(&older));
+    let names = |t: &Files| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(&have), names(&want), "nothing written");
+    assert!(have == want, "the older run's files are untouched");
+
+    // The same run again, with one file changed by the user.
+    let summary_path = out.path().join("run_summary.json");
+    fs::write(&summary_path, b"{\"edited\": true}").unwrap();
+    let message = env
+        .pull(&older_run, out.path(), PART)
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("1 file(s) that are not this run's (run_summary.json)"),
+        "{message}"
+    );
+    assert_eq!(fs::read(&summary_path).unwrap(), b"{\"edited\": true}");
+
+    env.pull_with(&newer_run, out.path(), PART, true).0.unwrap();
+    let (have, want) = (tree(out.path()), with_manifest(&newer));
+    // Every file of the newer run is in place; the older run's files that
+    // the newer one lacks are left as they were (--force replaces, it does
+    // not delete).
+    let differing: Vec<&String> = want
+        .keys()
+        .filter(|k| have.get(*k) != want.get(*k))
+        .collect();
+    assert!(differing.is_empty(), "{differing:?}");
+    for (name, bytes) in &have {
+        if !want.contains_key(name) {
+            assert_eq!(older.get(name), Some(bytes), "{name}");
+        }
+    }
 }
 
 /// What an interrupted pull leaves: `.part` at full size with the first

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use ftslm_cloud::demo_model::{demo_model, shared_fixture_roots};
 use ftslm_cloud::model_fetch::{FetchOptions, FetchProgress};
 use ftslm_data::synth::{write_splits, SynthSpec};
@@ -19,7 +19,7 @@ use ftslm_train::run_setup::RunOverrides;
 
 use crate::cli::{GlobalArgs, QuickstartArgs};
 use crate::inference::evaluate;
-use crate::output::progress_bar;
+use crate::output::{note, progress_bar};
 
 /// Training settings of the demo run: four records a step with no
 /// accumulation, so that a few minutes of CPU buy tens of optimizer steps.
@@ -51,6 +51,15 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         }
     };
     say(format!("quickstart → {}", args.out.display()));
+    if prepare_out(&args.out, args.force)? == OutDir::Interrupted {
+        note(
+            global.quiet,
+            format!(
+                "continuing the unfinished quickstart in {} (its run resumes from its last checkpoint)",
+                args.out.display()
+            ),
+        );
+    }
 
     let model = find_model(args, global.quiet)?;
     say(format!("[1/5] model: {} ({})", model.0.display(), model.1));
@@ -214,4 +223,75 @@ fn find_model(args: &QuickstartArgs, quiet: bool) -> anyhow::Result<(PathBuf, St
     )?;
     bar.finish_and_clear();
     Ok((found.path, found.origin))
+}
+
+/// What quickstart writes in --out.
+const OWN_ENTRIES: [&str; 4] = ["data", "run", "eval_before.json", "eval_after.json"];
+
+#[derive(Debug, PartialEq, Eq)]
+enum OutDir {
+    /// Absent or empty, or emptied by --force.
+    Fresh,
+    /// A quickstart that did not finish: it goes on (the run resumes).
+    Interrupted,
+}
+
+/// Never replaces a user's files: --out may be new, empty, or a quickstart's
+/// own folder; a finished quickstart is started over only with --force, and
+/// a folder holding anything else is refused (--force or not: those files
+/// are not quickstart's to replace).
+fn prepare_out(out: &Path, force: bool) -> anyhow::Result<OutDir> {
+    if !out.exists() {
+        return Ok(OutDir::Fresh);
+    }
+    if !out.is_dir() {
+        bail!(
+            "--out {} is a file; quickstart needs a folder",
+            out.display()
+        );
+    }
+    let mut foreign = Vec::new();
+    let mut own = Vec::new();
+    for entry in
+        std::fs::read_dir(out).with_context(|| format!("cannot read --out {}", out.display()))?
+    {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if OWN_ENTRIES.contains(&name.as_str()) {
+            own.push(name);
+        } else {
+            foreign.push(name);
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        bail!(
+            "--out {} holds files quickstart did not write ({}); choose a new folder for --out",
+            out.display(),
+            foreign.join(", ")
+        );
+    }
+    if own.is_empty() {
+        return Ok(OutDir::Fresh);
+    }
+    let finished = out.join("eval_after.json").exists();
+    match (finished, force) {
+        (true, false) => bail!(
+            "--out {} holds a finished quickstart; pass --force to run it again from scratch \
+             (replacing its data/, run/ and eval_*.json), or choose another --out",
+            out.display()
+        ),
+        (_, true) => {
+            for name in own {
+                let path = out.join(&name);
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+            Ok(OutDir::Fresh)
+        }
+        (false, false) => Ok(OutDir::Interrupted),
+    }
 }

@@ -133,16 +133,51 @@ pub(crate) enum Prepared {
 }
 
 /// Checks which files are in place already and opens (or resumes) the
-/// `.part` of each other one.
+/// `.part` of each other one. A file in the way that is not the run's
+/// (another run's, or one the user changed) is replaced only with `force`:
+/// without it the pull is refused before anything is written.
 pub(crate) fn prepare(
     out_dir: &Path,
     entries: Vec<Entry>,
     part_size: u64,
+    force: bool,
 ) -> Result<Vec<Prepared>, AwsError> {
-    fs::create_dir_all(out_dir).map_err(io_error(out_dir))?;
-    let mut prepared = Vec::with_capacity(entries.len());
+    let mut checked = Vec::with_capacity(entries.len());
     for entry in entries {
-        if let Some(verification) = already_complete(&entry)? {
+        let complete = already_complete(&entry)?;
+        checked.push((entry, complete));
+    }
+    // A file without a digest to compare (multipart ETag, no manifest) is
+    // taken as this run's when its size is the object's: it is fetched again
+    // as before, which replaces it with the same bytes.
+    let in_the_way: Vec<&Entry> = checked
+        .iter()
+        .filter(|(entry, complete)| {
+            complete.is_none()
+                && fs::symlink_metadata(&entry.dest).is_ok_and(|m| {
+                    !(matches!(entry.expect, Expect::Nothing)
+                        && m.is_file()
+                        && m.len() == entry.size)
+                })
+        })
+        .map(|(entry, _)| entry)
+        .collect();
+    if !force {
+        if let Some(first) = in_the_way.first() {
+            return Err(AwsError::Refused(format!(
+                "{} already holds {} file(s) that are not this run's ({}{}); pass --force to \
+                 replace them, or pull into another folder",
+                out_dir.display(),
+                in_the_way.len(),
+                first.rel,
+                if in_the_way.len() > 1 { ", ..." } else { "" }
+            )));
+        }
+    }
+    fs::create_dir_all(out_dir).map_err(io_error(out_dir))?;
+    let mut prepared = Vec::with_capacity(checked.len());
+    for (entry, complete) in checked {
+        if let Some(verification) = complete {
             prepared.push(Prepared::Complete(entry, verification));
             continue;
         }

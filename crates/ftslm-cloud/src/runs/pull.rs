@@ -35,6 +35,8 @@ pub struct PullOptions {
     pub concurrency: usize,
     /// Bytes per ranged request.
     pub part_size: u64,
+    /// Replace files in the way that are not the run's (`--force`).
+    pub force: bool,
 }
 
 impl Default for PullOptions {
@@ -42,6 +44,7 @@ impl Default for PullOptions {
         PullOptions {
             concurrency: 8,
             part_size: 8 << 20,
+            force: false,
         }
     }
 }
@@ -196,9 +199,21 @@ async fn pull(
     )?;
     let files = entries.len() + usize::from(manifest.is_some());
 
+    if let Some((text, _)) = &manifest {
+        let local = out_dir.join(MANIFEST);
+        let differs = std::fs::read(&local).is_ok_and(|have| have != text.as_bytes());
+        if differs && !options.force {
+            return Err(AwsError::Refused(format!(
+                "{} holds another run's {MANIFEST}; pass --force to replace that run's files, or \
+                 pull into another folder",
+                out_dir.display()
+            )));
+        }
+    }
     let part_size = options.part_size;
+    let force = options.force;
     let out = out_dir.to_path_buf();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&out, entries, part_size))
+    let prepared = tokio::task::spawn_blocking(move || prepare(&out, entries, part_size, force))
         .await
         .map_err(|_| AwsError::RuntimeGone)??;
 

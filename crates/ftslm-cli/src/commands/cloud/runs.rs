@@ -20,6 +20,7 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             run,
             out,
             concurrency,
+            force,
             json,
         } => {
             let selector: RunSelector = run.parse().context("the run to pull")?;
@@ -33,6 +34,7 @@ pub fn run(global: &GlobalArgs, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             let done = AtomicU64::new(0);
             let options = PullOptions {
                 concurrency,
+                force,
                 ..PullOptions::default()
             };
             let report = pull_run(
