@@ -845,3 +845,53 @@ fn a_nan_base_weight_is_refused_naming_the_tensor() {
         .stderr(contains(name.as_str()))
         .stderr(contains("holds NaN"));
 }
+
+/// `data validate` reads line by line and keeps 16 bytes per record for the
+/// duplicate check: a 100 MB file validates under a 200 MB address-space
+/// limit that the whole file plus its narratives would not fit in (the
+/// binary alone needs about 150 MB of it).
+#[test]
+fn data_validate_streams_a_large_file_within_bounded_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let padding = "The patient was seen in clinic for follow-up. ".repeat(12);
+    let mut records = 0u64;
+    let mut written = 0usize;
+    while written < 100_000_000 {
+        let line = serde_json::json!({
+            "instruction": "Extract the cancer-related entities.",
+            "input": format!("Case {records}: stage II breast cancer. {padding}"),
+            "output": {"cancer_type": "breast cancer", "stage": "II", "gene_mutation": null,
+                       "biomarker": null, "treatment": null, "response": null,
+                       "metastasis_site": null},
+        })
+        .to_string();
+        writeln!(file, "{line}").unwrap();
+        written += line.len() + 1;
+        records += 1;
+    }
+    file.flush().unwrap();
+    drop(file);
+    let script = format!(
+        "ulimit -v 204800; exec '{}' data validate big.jsonl",
+        assert_cmd::cargo::cargo_bin("ftslm").display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{records} records, {records} valid, 0 invalid")),
+        "{stdout}"
+    );
+}

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::record::{Record, MEDICAL_IE_FIELDS};
 
@@ -111,14 +113,14 @@ pub struct LineRecord {
 /// Reads every record of a JSONL file; any bad line makes the whole read fail
 /// with all problems listed, so training never silently runs on a subset.
 pub fn read_records(path: &Path) -> Result<Vec<LineRecord>, DataError> {
-    let text = read_text(path)?;
     let mut problems = Vec::new();
     let mut out = Vec::new();
-    for (line, content) in numbered_lines(&text) {
-        let content = match content {
+    for item in TextLines::open(path)? {
+        let (line, content) = item?;
+        let content = match content.as_deref() {
             Ok(content) => content,
             Err(offset) => {
-                problems.push(not_utf8(path, line, offset));
+                problems.push(not_utf8(path, line, *offset));
                 continue;
             }
         };
@@ -145,10 +147,10 @@ pub fn read_records(path: &Path) -> Result<Vec<LineRecord>, DataError> {
 /// within a file and the same narrative in two files (train/validation overlap).
 pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationReport, DataError> {
     let mut report = ValidationReport::default();
-    // Normalised narrative -> where it was first seen.
-    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+    // Digest of the normalised narrative -> where it was first seen. The
+    // file is read line by line; only these 16 bytes per record are kept.
+    let mut seen: HashMap<NarrativeDigest, (usize, usize)> = HashMap::new();
     for (file_index, path) in paths.iter().enumerate() {
-        let text = read_text(path)?;
         let mut summary = FileSummary {
             path: path.clone(),
             lines: 0,
@@ -156,22 +158,19 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
             invalid: 0,
             schema,
         };
-        if text.iter().all(u8::is_ascii_whitespace) {
-            report.problems.push(Problem {
-                path: path.clone(),
-                line: 1,
-                column: None,
-                what: "file is empty".into(),
-                fix: "add one JSON record per line".into(),
-            });
-        }
-        for (line, content) in numbered_lines(&text) {
+        let mut empty = true;
+        let mut problems = Vec::new();
+        for item in TextLines::open(path)? {
+            let (line, content) = item?;
             summary.lines += 1;
-            let content = match content {
+            if content.as_deref().map_or(true, |c| !c.trim().is_empty()) {
+                empty = false;
+            }
+            let content = match content.as_deref() {
                 Ok(content) => content,
-                Err(offset) => {
+                Err(&offset) => {
                     summary.invalid += 1;
-                    report.problems.push(not_utf8(path, line, offset));
+                    problems.push(not_utf8(path, line, offset));
                     continue;
                 }
             };
@@ -184,12 +183,22 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
             });
             match result {
                 Ok(_) => summary.valid += 1,
-                Err(mut problems) => {
+                Err(mut found) => {
                     summary.invalid += 1;
-                    report.problems.append(&mut problems);
+                    problems.append(&mut found);
                 }
             }
         }
+        if empty {
+            report.problems.push(Problem {
+                path: path.clone(),
+                line: 1,
+                column: None,
+                what: "file is empty".into(),
+                fix: "add one JSON record per line".into(),
+            });
+        }
+        report.problems.append(&mut problems);
         if summary.schema == Schema::Auto {
             summary.schema = Schema::Generic;
         }
@@ -198,35 +207,76 @@ pub fn validate_files(paths: &[PathBuf], schema: Schema) -> Result<ValidationRep
     Ok(report)
 }
 
-/// The file's bytes, refusing what is not a regular file (reading a FIFO
-/// would wait forever).
-fn read_text(path: &Path) -> Result<Vec<u8>, DataError> {
-    let read_error = |source| DataError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
-        return Err(DataError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    std::fs::read(path).map_err(read_error)
+/// The lines of a text file, read one at a time: each with its 1-based
+/// number and its text or, where it is not UTF-8, the byte offset in the
+/// line where it stops being so. A leading UTF-8 byte-order mark is skipped;
+/// a final newline does not make an empty last line (nor does a file that
+/// is one newline). What is not a regular file is refused before reading
+/// (a FIFO would block forever).
+struct TextLines {
+    path: PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    number: usize,
+    buffer: Vec<u8>,
 }
 
-/// Lines with their 1-based numbers, each its text or, where it is not
-/// UTF-8, the byte offset in the line where it stops being so. A leading
-/// UTF-8 byte-order mark is skipped; a final newline does not make an empty
-/// last line.
-fn numbered_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<&str, usize>)> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .filter(move |_| !body.is_empty())
-        .map(|(i, l)| {
-            let l = l.strip_suffix(b"\r").unwrap_or(l);
-            (i + 1, std::str::from_utf8(l).map_err(|e| e.valid_up_to()))
+impl TextLines {
+    fn open(path: &Path) -> Result<Self, DataError> {
+        let read_error = |source| DataError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+            return Err(DataError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        Ok(TextLines {
+            path: path.to_path_buf(),
+            reader: std::io::BufReader::with_capacity(1 << 16, file),
+            number: 0,
+            buffer: Vec::new(),
         })
+    }
+
+    fn read_error(&self, source: std::io::Error) -> DataError {
+        DataError::Read {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Iterator for TextLines {
+    type Item = Result<(usize, Result<String, usize>), DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.buffer.clear();
+        match self.reader.read_until(b'\n', &mut self.buffer) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(self.read_error(e))),
+        }
+        self.number += 1;
+        let mut bytes = self.buffer.as_slice();
+        if self.number == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            if bytes == b"\n" {
+                match self.reader.fill_buf() {
+                    Ok([]) => return None,
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(self.read_error(e))),
+                }
+            }
+        }
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let text = std::str::from_utf8(bytes)
+            .map(str::to_string)
+            .map_err(|e| e.valid_up_to());
+        Some(Ok((self.number, text)))
+    }
 }
 
 /// A line's 1-based number and its text, or why it has none.
@@ -236,15 +286,11 @@ pub type TextLine = (usize, Result<String, Problem>);
 /// the problem that it is not UTF-8 (for readers of other line formats,
 /// such as `extract --file`).
 pub fn read_lines(path: &Path) -> Result<Vec<TextLine>, DataError> {
-    let bytes = read_text(path)?;
-    Ok(numbered_lines(&bytes)
-        .map(|(line, text)| {
-            let text = text
-                .map(str::to_string)
-                .map_err(|offset| not_utf8(path, line, offset));
-            (line, text)
+    TextLines::open(path)?
+        .map(|item| {
+            item.map(|(line, text)| (line, text.map_err(|offset| not_utf8(path, line, offset))))
         })
-        .collect())
+        .collect()
 }
 
 fn not_utf8(path: &Path, line: usize, offset: usize) -> Problem {
@@ -282,15 +328,26 @@ fn normalise_narrative(s: &str) -> String {
         .to_lowercase()
 }
 
+/// 128 bits of the SHA-256 of a narrative key: a collision between two
+/// different narratives of one data set is out of reach.
+type NarrativeDigest = [u8; 16];
+
+fn narrative_digest(record: &Record) -> NarrativeDigest {
+    let digest = Sha256::digest(narrative_key(record).as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 fn check_duplicate(
-    seen: &mut HashMap<String, (usize, usize)>,
+    seen: &mut HashMap<NarrativeDigest, (usize, usize)>,
     paths: &[PathBuf],
     file_index: usize,
     path: &Path,
     line: usize,
     record: &Record,
 ) -> Result<(), Vec<Problem>> {
-    let key = narrative_key(record);
+    let key = narrative_digest(record);
     match seen.get(&key) {
         None => {
             seen.insert(key, (file_index, line));
