@@ -97,6 +97,33 @@ pub(crate) fn run_settings(
     Ok(s)
 }
 
+/// Refuses, before the model loads, a run whose output folder has less free
+/// space than it will write: the checkpoints kept (`save_total_limit`, at
+/// least one) and the one being written — each the f32 adapter, AdamW's two
+/// moments and the tokenizer files — plus `best_model/` and `final_model/`.
+pub(crate) fn check_disk_fits(
+    output_dir: &Path,
+    save_total_limit: Option<usize>,
+    adapter_parameters: u64,
+    tokenizer_bytes: u64,
+) -> Result<(), SetupError> {
+    let adapter = adapter_parameters.saturating_mul(4);
+    let checkpoint = adapter.saturating_mul(3).saturating_add(tokenizer_bytes);
+    let model = adapter.saturating_add(tokenizer_bytes);
+    let kept = save_total_limit.unwrap_or(1).max(1) as u64;
+    let needed = (kept + 1)
+        .saturating_mul(checkpoint)
+        .saturating_add(model.saturating_mul(2));
+    ftslm_fs::check_free_space(output_dir, needed, "the run's checkpoints and models").map_err(
+        |e| {
+            SetupError::setting(
+                "training.output_dir",
+                format!("{e} (training.save_total_limit keeps fewer checkpoints)"),
+            )
+        },
+    )
+}
+
 /// Refuses, before any allocation, a LoRA rank above the matrices it adapts
 /// and a plan larger than the memory the machine has (`available`, when
 /// known), naming the setting that drives the largest part.
@@ -205,4 +232,20 @@ pub(crate) fn repeated_examples(
         train_path.display(),
         eval_path.display()
     ))
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_needing_more_disk_than_its_output_folder_has_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        check_disk_fits(dir.path(), Some(3), 1_000_000, 10_000_000).unwrap();
+        let err = check_disk_fits(&dir.path().join("run"), Some(3), 1 << 50, 0).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("training.output_dir"), "{message}");
+        assert!(message.contains("the run's checkpoints and models needs"), "{message}");
+        assert!(message.contains("save_total_limit"), "{message}");
+    }
 }

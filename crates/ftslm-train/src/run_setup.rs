@@ -26,7 +26,7 @@ use crate::llama_engine::LlamaEngine;
 use crate::options::TrainerOptions;
 use crate::packed_data::{BatchLayout, EpochBatches, TokenizedSet};
 use crate::plan::{TrainingPlan, WeightBytes};
-use crate::run_checks::{check_plan_fits, repeated_examples, run_settings};
+use crate::run_checks::{check_disk_fits, check_plan_fits, repeated_examples, run_settings};
 use crate::setup_error::SetupError;
 use crate::summary::available_memory_bytes;
 use ftslm_source::{FrozenBase, ModelDescription, ModelSource};
@@ -255,6 +255,23 @@ pub fn prepare(
             embedding_precision: EmbeddingPrecision::F32,
         },
         available_memory_bytes(),
+    )?;
+    let tokenizer_bytes = source
+        .tokenizer_files()
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let adapter_parameters = LoraPlan {
+        r: lora.r,
+        target_modules: lora.target_modules.clone(),
+    }
+    .parameter_count(&description.config);
+    check_disk_fits(
+        &options.output_dir,
+        options.save_total_limit,
+        adapter_parameters,
+        tokenizer_bytes,
     )?;
     note(&format!(
         "loading {} with a {} frozen base",
