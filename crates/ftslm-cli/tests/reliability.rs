@@ -895,3 +895,52 @@ fn data_validate_streams_a_large_file_within_bounded_memory() {
         "{stdout}"
     );
 }
+
+/// `-v` on the inference commands says what was loaded, how it computes and
+/// how long each phase took; without it none of that is printed.
+#[test]
+fn verbose_inference_shows_the_model_compute_and_timings() {
+    let model = ftslm_testkit::require_shared!("models/tiny-llama3");
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path());
+    let generate = |verbose: bool| {
+        let mut cmd = ftslm(dir.path());
+        cmd.args([
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "Hello",
+            "--max-new-tokens",
+            "3",
+        ]);
+        if verbose {
+            cmd.arg("-v");
+        }
+        cmd.assert().success()
+    };
+    generate(true)
+        .stderr(contains("model: ").and(contains("frozen base")))
+        .stderr(contains("adapter: none"))
+        .stderr(contains("compute: ").and(contains("loaded in")))
+        .stderr(contains("generated: ").and(contains("tokens/s")));
+    generate(false)
+        .stderr(contains("compute: ").not())
+        .stderr(contains("generated: ").not());
+    ftslm(dir.path())
+        .args([
+            "eval",
+            "--model",
+            model,
+            "--data",
+            "data/validation.jsonl",
+            "--limit",
+            "1",
+        ])
+        .args(["--max-new-tokens", "8", "-v"])
+        .assert()
+        .success()
+        .stderr(contains("data: 4 records read from data/validation.jsonl"))
+        .stderr(contains("evaluated 1 records: "));
+}

@@ -245,7 +245,10 @@ mod disk_tests {
         let err = check_disk_fits(&dir.path().join("run"), Some(3), 1 << 50, 0).unwrap_err();
         let message = err.to_string();
         assert!(message.contains("training.output_dir"), "{message}");
-        assert!(message.contains("the run's checkpoints and models needs"), "{message}");
+        assert!(
+            message.contains("the run's checkpoints and models needs"),
+            "{message}"
+        );
         assert!(message.contains("save_total_limit"), "{message}");
     }
 }

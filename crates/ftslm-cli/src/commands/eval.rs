@@ -14,7 +14,7 @@ use ftslm_eval::{render_comparison, render_table, EvalReport};
 use crate::cli::{EvalArgs, GlobalArgs};
 use ftslm_infer::Decoding;
 
-use crate::inference::{evaluate, load_model};
+use crate::inference::{evaluate, load_model, verbose};
 use crate::output::{note, print_json};
 
 pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
@@ -25,8 +25,17 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(EvalReport::read_json(path).context("cannot read --compare")?),
         None => None,
     };
+    let started = std::time::Instant::now();
     let mut lines = read_records(&args.data)
         .with_context(|| format!("cannot read --data {}", args.data.display()))?;
+    if verbose(global) {
+        eprintln!(
+            "data: {} records read from {} in {:.2} s",
+            lines.len(),
+            args.data.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     if let Some(limit) = args.limit {
         if limit == 0 {
             bail!("--limit 0 leaves nothing to evaluate; use 1 or more");
@@ -37,6 +46,7 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let line_numbers: Vec<usize> = lines.iter().map(|l| l.line).collect();
 
     let loaded = load_model(
+        global,
         &args.model,
         super::device::compute_policy(global)?,
         args.system_prompt.clone(),
@@ -56,6 +66,13 @@ pub fn run(global: &GlobalArgs, args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let report = evaluate(&loaded, &records, &line_numbers, &decoding, global.quiet)
         .with_context(|| format!("cannot evaluate on --data {}", args.data.display()))?;
     let generation_seconds = report.summary.generation_seconds.unwrap_or_default();
+    if verbose(global) {
+        eprintln!(
+            "evaluated {} records: {generation_seconds:.1} s generating, {:.1} s in all",
+            report.summary.records,
+            started.elapsed().as_secs_f64()
+        );
+    }
     if let Some(out) = &args.out {
         report.write_json(out)?;
     }

@@ -40,6 +40,7 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
         (None, None) => bail!("give --text TEXT or --file FILE.jsonl"),
     };
     let loaded = load_model(
+        global,
         &args.model,
         super::device::compute_policy(global)?,
         args.system_prompt.clone(),
@@ -67,6 +68,7 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
             eprintln!("prompt of the first input:\n{}", rendered.prompt_text);
         }
     }
+    let started = std::time::Instant::now();
     let bar = progress_bar(global.quiet, records.len() as u64, "extracting");
     let extractions = loaded.extract(
         &records,
@@ -77,6 +79,14 @@ pub fn run(global: &GlobalArgs, args: &ExtractArgs) -> anyhow::Result<ExitCode> 
         &mut |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
+    if global.verbose > 0 && !global.quiet {
+        eprintln!(
+            "extracted {} input(s) in {:.2} s (batches of {})",
+            records.len(),
+            started.elapsed().as_secs_f64(),
+            d.batch_size
+        );
+    }
 
     let mut failed = 0;
     for (input, extraction) in inputs.iter().zip(&extractions) {

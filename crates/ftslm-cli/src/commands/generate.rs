@@ -2,13 +2,14 @@
 //! continuation, printed alone on stdout.
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::bail;
 use ftslm_data::ChatMessage;
 use ftslm_model::generate::{GenerationOptions, Sampling, StopReason};
 
 use crate::cli::{GenerateArgs, GlobalArgs};
-use crate::inference::load_model;
+use crate::inference::{describe_decoding, load_model};
 use crate::output::note;
 
 pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
@@ -17,6 +18,7 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
         bail!("{problem}");
     }
     let loaded = load_model(
+        global,
         &args.model,
         super::device::compute_policy(global)?,
         args.system.clone(),
@@ -45,10 +47,17 @@ pub fn run(global: &GlobalArgs, args: &GenerateArgs) -> anyhow::Result<ExitCode>
         sampling,
         stop_ids: loaded.stop_ids(),
     };
+    let started = Instant::now();
     let out = loaded.generate(&[prompt], &options)?;
     let Some(generated) = out.into_iter().next() else {
         bail!("the model returned no sequence");
     };
+    describe_decoding(
+        global,
+        "generated",
+        generated.tokens.len(),
+        started.elapsed().as_secs_f64(),
+    );
     if let StopReason::NonFinite(why) = &generated.stop {
         bail!("{why}");
     }
