@@ -26,10 +26,16 @@ fn main() -> ExitCode {
     }
     ftslm_kernels::allocator::tune_for_training();
     let cli = cli::Cli::parse();
+    let verbose = cli.global.verbose;
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {}", output::error_chain(&err));
+            if verbose >= 2 {
+                for detail in output::sdk_details(&err) {
+                    eprintln!("AWS SDK detail: {detail}");
+                }
+            }
             ExitCode::FAILURE
         }
     }

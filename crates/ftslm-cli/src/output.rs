@@ -50,6 +50,15 @@ pub fn error_chain(err: &anyhow::Error) -> String {
     line
 }
 
+/// The AWS SDK's own error chains under `err` (`-vv`): one sentence is what
+/// a user sees, the SDK's detail is for when that sentence is not enough.
+pub fn sdk_details(err: &anyhow::Error) -> Vec<String> {
+    err.chain()
+        .filter_map(|cause| cause.downcast_ref::<ftslm_cloud::aws::AwsError>())
+        .filter_map(|aws| aws.sdk_detail().map(str::to_string))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

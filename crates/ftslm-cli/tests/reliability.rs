@@ -944,3 +944,48 @@ fn verbose_inference_shows_the_model_compute_and_timings() {
         .stderr(contains("data: 4 records read from data/validation.jsonl"))
         .stderr(contains("evaluated 1 records: "));
 }
+
+/// A failed AWS call is one sentence — the service and operation, the
+/// cause, the fix — and the SDK's internals appear only under -vv.
+#[test]
+fn an_aws_failure_is_one_sentence_and_the_sdk_detail_needs_vv() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = |extra: &[&str]| {
+        let out = ftslm(dir.path())
+            .args([
+                "cloud",
+                "status",
+                "--no-ssm",
+                "--set",
+                "aws.ec2.instance_id=i-0123456789abcdef0",
+            ])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE")
+            .env("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .assert()
+            .code(1);
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
+    };
+    let plain = status(&[]);
+    let error: Vec<&str> = plain.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(error.len(), 1, "{plain}");
+    assert!(
+        error[0].contains("ec2:DescribeInstances failed: "),
+        "{plain}"
+    );
+    assert!(
+        error[0].contains("AWS could not be reached: check the network"),
+        "{plain}"
+    );
+    assert!(
+        !plain.contains("DispatchFailure") && !plain.contains("SDK detail"),
+        "{plain}"
+    );
+    let detailed = status(&["-vv"]);
+    assert!(
+        detailed.contains("AWS SDK detail: dispatch failure"),
+        "{detailed}"
+    );
+    assert!(!detailed.contains("not-a-real-secret"), "{detailed}");
+}

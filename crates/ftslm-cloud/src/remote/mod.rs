@@ -102,10 +102,12 @@ pub fn send(aws: &Aws, cmd: &RemoteCommand) -> Result<String, AwsError> {
         .command()
         .and_then(|c| c.command_id())
         .map(str::to_string)
-        .ok_or_else(|| AwsError::Call {
-            operation: "ssm:SendCommand",
-            code: None,
-            message: "the response has no command id".to_string(),
+        .ok_or_else(|| {
+            AwsError::call(
+                "ssm:SendCommand",
+                "the response has no command id".to_string(),
+                "run the command again; if it repeats, check the SSM agent on the instance",
+            )
         })
 }
 

@@ -123,10 +123,12 @@ pub(crate) async fn get_small(
              is the run folder damaged?"
         )));
     }
-    let body = response.body.collect().await.map_err(|e| AwsError::Call {
-        operation: "s3:GetObject",
-        code: None,
-        message: format!("reading s3://{bucket}/{key} broke off: {e}"),
+    let body = response.body.collect().await.map_err(|e| {
+        AwsError::call(
+            "s3:GetObject",
+            format!("reading s3://{bucket}/{key} broke off: {e}"),
+            "run the command again",
+        )
     })?;
     Ok(body.into_bytes().to_vec())
 }

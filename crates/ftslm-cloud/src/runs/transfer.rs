@@ -62,15 +62,14 @@ pub(crate) async fn fetch_part(
             Err(e) => e.to_string(),
         };
         if attempt >= BODY_ATTEMPTS {
-            return Err(AwsError::Call {
-                operation: "s3:GetObject",
-                code: None,
-                message: format!(
-                    "s3://{bucket}/{} {range}: {broke} ({attempt} attempts); run the pull \
-                     again to resume",
+            return Err(AwsError::call(
+                "s3:GetObject",
+                format!(
+                    "s3://{bucket}/{} {range}: {broke} ({attempt} attempts)",
                     entry.key
                 ),
-            });
+                "run the pull again to resume",
+            ));
         }
     };
     let writer = file.clone();
