@@ -162,6 +162,16 @@ impl GgufFile {
                     info.shape.dims()
                 ))
             })?;
+        // No model tensor is empty, and candle's decoders make a slice of
+        // blocks from the data's address, which an empty buffer does not
+        // align (found by fuzzing: a panic, and undefined behaviour in
+        // release builds).
+        if elems == 0 {
+            return Err(self.error(format!(
+                "tensor `{name}` has dimensions {:?}, no values; the file is corrupt",
+                info.shape.dims()
+            )));
+        }
         let (block, type_size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
         if elems % block != 0 {
             return Err(self.error(format!(
