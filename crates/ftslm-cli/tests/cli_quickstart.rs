@@ -71,6 +71,57 @@ fn quickstart_trains_and_scores_before_and_after() {
     assert_eq!(summary["steps"], 1, "started over, not resumed");
 }
 
+/// With the user's own data quickstart writes no data/, and still creates
+/// --out (and its parents) before writing the first report into it.
+#[test]
+fn quickstart_on_the_users_data_creates_its_out_folder() {
+    let Some(model) = ftslm_testkit::shared("models/tiny-llama3") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ftslm = || {
+        let mut cmd = Command::cargo_bin("ftslm").unwrap();
+        cmd.current_dir(tmp.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
+    };
+    ftslm()
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "mine",
+            "--train",
+            "8",
+            "--validation",
+            "4",
+        ])
+        .assert()
+        .success();
+    let out = tmp.path().join("new/qs");
+    ftslm()
+        .args(["quickstart", "--steps", "1", "--eval-records", "1"])
+        .args([
+            "--train-data",
+            "mine/train.jsonl",
+            "--val-data",
+            "mine/validation.jsonl",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(contains("quickstart finished"));
+    assert!(out.join("eval_before.json").is_file());
+    assert!(out.join("eval_after.json").is_file());
+    assert!(
+        !out.join("data").exists(),
+        "the user's data is used in place"
+    );
+}
+
 /// A folder holding anything quickstart did not write is refused before any
 /// work, --force or not.
 #[test]

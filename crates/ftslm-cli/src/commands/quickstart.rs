@@ -61,6 +61,11 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         );
     }
 
+    // Before the model download and the base model's scoring: the reports
+    // are written into --out.
+    ftslm_fs::check_writable_dir(&args.out)
+        .with_context(|| format!("--out {}", args.out.display()))?;
+
     let model = find_model(args, global.quiet)?;
     say(format!("[1/5] model: {} ({})", model.0.display(), model.1));
     let model = model.0;
@@ -97,6 +102,8 @@ pub fn run(global: &GlobalArgs, args: &QuickstartArgs) -> anyhow::Result<ExitCod
         report.files.iter().map(|f| f.valid).sum::<usize>()
     ));
 
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create --out {}", args.out.display()))?;
     let mut lines = read_records(&val)?;
     lines.truncate(args.eval_records);
     let records: Vec<Record> = lines.iter().map(|l| l.record.clone()).collect();
