@@ -11,11 +11,13 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod charts;
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod llama_engine;
 pub mod metrics;
 pub mod optimizer;

@@ -18,6 +18,8 @@ pub const BEST_MODEL: &str = "best_model";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOGS_DIR: &str = "logs";
 pub const SUMMARY_FILE: &str = "run_summary.json";
+/// The run's charts, drawn when it finishes.
+pub const PLOTS_DIR: &str = "plots";
 
 #[derive(Debug, Clone)]
 pub struct RunDir {

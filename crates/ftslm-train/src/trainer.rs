@@ -16,15 +16,18 @@ use std::time::Instant;
 use ftslm_data::TASK_FILE;
 
 use crate::atomic::{copy_dir_atomic, write_atomic, write_json, StagedDir};
+use crate::charts;
 use crate::checkpoint::Checkpoint;
 use crate::data::EpochSource;
 use crate::engine::TrainingEngine;
 use crate::error::{SettingChange, TrainError};
+use crate::history::RunHistory;
 use crate::metrics::{write_metrics_jsonl, MetricRecord};
 use crate::optimizer::AdamW;
 use crate::options::TrainerOptions;
 use crate::progress::Progress;
 use crate::run_dir::RunDir;
+use crate::run_dir::PLOTS_DIR;
 use crate::schedule::LrSchedule;
 use crate::state::{
     DataPosition, PendingLog, RngState, SchedulerState, TrainerState, STATE_FORMAT,
@@ -269,8 +272,28 @@ where
         }
         let summary = self.summary();
         write_json(&self.run.summary(), &summary)?;
+        self.write_charts(&summary);
         self.progress.finish();
         Ok(summary)
+    }
+
+    /// `plots/`: the run's charts (`ftslm metrics --plot` draws the same), so
+    /// a pulled run carries them. The adapter is what the run is for: a
+    /// chart that cannot be drawn is a note, not a failed run.
+    fn write_charts(&mut self, summary: &RunSummary) {
+        let history = RunHistory {
+            name: self
+                .run
+                .root()
+                .file_name()
+                .map_or_else(|| "run".to_string(), |n| n.to_string_lossy().into_owned()),
+            records: self.state.log_history.clone(),
+            summary: serde_json::to_value(summary).ok(),
+        };
+        if let Err(e) = charts::write_charts(&[history], &self.run.root().join(PLOTS_DIR)) {
+            self.progress
+                .note(&format!("the charts in {PLOTS_DIR}/ were not drawn: {e}"));
+        }
     }
 
     /// Writes the engine's adapter and the export files into `dest` atomically.

@@ -12,6 +12,7 @@ mod manifest;
 mod partfile;
 mod plan;
 mod pull;
+mod read;
 mod s3;
 mod transfer;
 
@@ -23,6 +24,7 @@ use thiserror::Error;
 pub use list::{catalog_runs, list_runs, IgnoredEntry, RunCatalog, RunListing, RunSummary};
 pub use partfile::{PART_DONE_SUFFIX, PART_SUFFIX};
 pub use pull::{pull_run, PullEvent, PullOptions, PullReport, Verification};
+pub use read::{read_run_files, RunFiles};
 
 /// The checksum manifest at the root of every run.
 pub const MANIFEST: &str = "SHA256SUMS";

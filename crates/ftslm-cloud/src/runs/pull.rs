@@ -344,7 +344,12 @@ fn tally(report: &mut PullReport, rel: &str, verification: Verification) {
     }
 }
 
-fn no_run(bucket: &str, target: &CloudTarget, wanted: &str, newest: &[String]) -> AwsError {
+pub(crate) fn no_run(
+    bucket: &str,
+    target: &CloudTarget,
+    wanted: &str,
+    newest: &[String],
+) -> AwsError {
     let root = super::s3::runs_root(target);
     let fix = if newest.is_empty() {
         format!(
