@@ -684,8 +684,23 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
-    /// Run directory
-    pub run: PathBuf,
+    /// A run directory (or a quickstart folder holding run/), or a run in S3:
+    /// its timestamp or `latest`
+    pub run: String,
+    /// More runs to compare with (directories or S3 timestamps): summarised
+    /// side by side and overlaid in the charts
+    #[arg(long, num_args = 1.., value_name = "RUN")]
+    pub compare: Vec<String>,
+    /// Write one row per logged step as CSV (with a `run` column when comparing)
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write PNG and SVG charts (loss, learning rate, grad norm, tokens/s) into DIR
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
+    /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
+    /// Replace an existing --csv file or charts in --plot
+    #[arg(long)]
+    pub force: bool,
 }

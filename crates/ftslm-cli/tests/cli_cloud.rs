@@ -139,20 +139,28 @@ impl Cloud {
 
     /// What train.sh does on the instance at the end of a run.
     fn upload_run(&self, timestamp: &str) {
-        let files: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "final_model/adapter_config.json",
-                br#"{"peft_type": "LORA"}"#.to_vec(),
-            ),
-            (
-                "final_model/adapter_model.safetensors",
-                (0..40_000u32).flat_map(|i| i.to_le_bytes()).collect(),
-            ),
-            (
-                "run_summary.json",
-                br#"{"final_eval_loss": 0.6512, "best_eval_loss": 0.6498, "steps": 10}"#.to_vec(),
-            ),
-        ];
+        self.upload_files(
+            timestamp,
+            vec![
+                (
+                    "final_model/adapter_config.json",
+                    br#"{"peft_type": "LORA"}"#.to_vec(),
+                ),
+                (
+                    "final_model/adapter_model.safetensors",
+                    (0..40_000u32).flat_map(|i| i.to_le_bytes()).collect(),
+                ),
+                (
+                    "run_summary.json",
+                    br#"{"final_eval_loss": 0.6512, "best_eval_loss": 0.6498, "steps": 10}"#
+                        .to_vec(),
+                ),
+            ],
+        );
+    }
+
+    /// `files` and their SHA256SUMS into the run folder `timestamp`.
+    fn upload_files(&self, timestamp: &str, files: Vec<(&str, Vec<u8>)>) {
         let mut sums = String::new();
         for (path, bytes) in &files {
             let digest: String = Sha256::digest(bytes)
@@ -161,20 +169,45 @@ impl Cloud {
                 .collect();
             sums.push_str(&format!("{digest}  {path}\n"));
         }
+        for (path, bytes) in files.into_iter().chain([("SHA256SUMS", sums.into_bytes())]) {
+            self.put(&format!("{timestamp}/{path}"), bytes);
+        }
+    }
+
+    /// One object under the run prefix.
+    fn put(&self, key: &str, bytes: Vec<u8>) {
         self.aws
             .block_on(async {
-                let s3 = self.aws.s3();
-                for (path, bytes) in files.into_iter().chain([("SHA256SUMS", sums.into_bytes())]) {
-                    s3.put_object()
-                        .bucket(BUCKET)
-                        .key(format!("{PREFIX}/{timestamp}/{path}"))
-                        .body(bytes.into())
-                        .send()
-                        .await
-                        .unwrap();
-                }
+                self.aws
+                    .s3()
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(format!("{PREFIX}/{key}"))
+                    .body(bytes.into())
+                    .send()
+                    .await
+                    .unwrap();
             })
             .unwrap();
+    }
+
+    /// `params init` naming the emulator's instance, volume and bucket.
+    fn params_init(&self) -> Output {
+        self.ftslm(&[
+            "params",
+            "init",
+            "--yes",
+            "--set",
+            &format!("aws.ec2.instance_id={}", self.instance_id),
+            "--set",
+            &format!("aws.ebs.volume_id={}", self.volume_id),
+            "--set",
+            &format!("aws.s3.bucket={BUCKET}"),
+            "--set",
+            &format!("aws.ecr.registry={REGISTRY}"),
+            "--set",
+            "output.hf_repo=someone/llama-3.1-8b-medical-ie",
+        ])
     }
 }
 
@@ -187,21 +220,7 @@ fn params_init_start_deploy_train_list_pull_stop() {
     let Some(cloud) = cloud() else {
         return;
     };
-    let init = cloud.ftslm(&[
-        "params",
-        "init",
-        "--yes",
-        "--set",
-        &format!("aws.ec2.instance_id={}", cloud.instance_id),
-        "--set",
-        &format!("aws.ebs.volume_id={}", cloud.volume_id),
-        "--set",
-        &format!("aws.s3.bucket={BUCKET}"),
-        "--set",
-        &format!("aws.ecr.registry={REGISTRY}"),
-        "--set",
-        "output.hf_repo=someone/llama-3.1-8b-medical-ie",
-    ]);
+    let init = cloud.params_init();
     assert!(init.status.success());
     assert!(text(&init.stdout).contains("/fine-tune-slm/ec2/instance-id"));
 
@@ -300,4 +319,102 @@ fn cloud_run_stops_the_instance_when_a_step_fails() {
     assert!(stderr.contains("the instance was stopped"), "{stderr}");
     assert_eq!(cloud.state(), "stopped");
     assert!(!Path::new(&out).exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+/// `ftslm metrics` on runs in S3: only the history is read, checked against
+/// SHA256SUMS; `latest` and a timestamp compare with a local run.
+#[test]
+fn metrics_reads_a_run_from_s3_verified_by_its_sha256sums() {
+    let Some(cloud) = cloud() else {
+        return;
+    };
+    assert!(cloud.params_init().status.success());
+    let metrics = |shift: f64| -> Vec<u8> {
+        let mut lines = format!(
+            "{{\"step\":0,\"epoch\":0.0,\"eval_loss\":{}}}\n",
+            1.9 + shift
+        );
+        for step in 1..=12u64 {
+            let loss = 2.0 / (1.0 + step as f64 * 0.3) + shift;
+            lines.push_str(&format!(
+                "{{\"step\":{step},\"epoch\":{},\"loss\":{loss},\"learning_rate\":0.0002,\"grad_norm\":0.5,\"tokens_per_second\":300.0}}\n",
+                step as f64 / 12.0
+            ));
+            if step % 4 == 0 {
+                lines.push_str(&format!(
+                    "{{\"step\":{step},\"epoch\":{},\"eval_loss\":{}}}\n",
+                    step as f64 / 12.0,
+                    loss + 0.1
+                ));
+            }
+        }
+        lines.into_bytes()
+    };
+    let older = "20261201_080000";
+    let newer = "20261202_080000";
+    for (run, shift) in [(older, 0.2), (newer, 0.0)] {
+        cloud.upload_files(
+            run,
+            vec![
+                ("metrics.jsonl", metrics(shift)),
+                (
+                    "run_summary.json",
+                    br#"{"wall_time_seconds": 812.5}"#.to_vec(),
+                ),
+                ("final_model/adapter_model.safetensors", vec![7u8; 1 << 20]),
+            ],
+        );
+    }
+
+    let latest = cloud.ftslm(&["metrics", "latest", "--json"]);
+    assert!(latest.status.success(), "{}", text(&latest.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&latest.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["name"], newer);
+    assert_eq!(run["steps"], 12);
+    assert_eq!(run["wall_time_seconds"], 812.5);
+    assert_eq!(run["best_eval"]["step"], 12);
+    assert_eq!(run["evaluations"].as_array().unwrap().len(), 4);
+
+    let local = cloud.home.path().join("local-run");
+    std::fs::create_dir(&local).unwrap();
+    std::fs::write(local.join("metrics.jsonl"), metrics(0.5)).unwrap();
+    let plots = cloud.home.path().join("charts");
+    let csv = cloud.home.path().join("runs.csv");
+    let compare = cloud.ftslm(&[
+        "metrics",
+        older,
+        "--compare",
+        newer,
+        local.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
+    assert!(compare.status.success(), "{}", text(&compare.stderr));
+    let table = text(&compare.stdout);
+    assert!(
+        table.contains(&format!("run {older}")) && table.contains("best eval (step)"),
+        "{table}"
+    );
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv.starts_with("run,step,epoch,loss,"), "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.starts_with(older)).count(), 13);
+    assert!(plots.join("loss.png").is_file() && plots.join("loss.svg").is_file());
+
+    // A history that no longer matches SHA256SUMS is refused, naming it.
+    cloud.put(&format!("{newer}/metrics.jsonl"), metrics(0.1));
+    let damaged = cloud.ftslm(&["metrics", newer]);
+    assert_eq!(damaged.status.code(), Some(1));
+    let stderr = text(&damaged.stderr);
+    assert!(
+        stderr.contains(&format!("{newer}/metrics.jsonl has SHA-256"))
+            && stderr.contains("the run folder is damaged"),
+        "{stderr}"
+    );
+    assert!(
+        !text(&damaged.stdout).contains("steps"),
+        "nothing is printed from a damaged history"
+    );
 }

@@ -144,6 +144,53 @@ fn three_steps_write_the_run_directory() {
     .unwrap();
     assert_eq!(adapter["r"], 16);
     assert_eq!(adapter["peft_type"], "LORA");
+
+    // The run draws its charts, and `ftslm metrics` reads the run back.
+    for chart in ["loss", "learning_rate", "grad_norm", "tokens_per_second"] {
+        for ext in ["png", "svg"] {
+            let path = run.join(format!("plots/{chart}.{ext}"));
+            assert!(
+                std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000),
+                "{} is missing or empty",
+                path.display()
+            );
+        }
+    }
+    let shown = ftslm(dir.path())
+        .args(["metrics", "run", "--csv", "steps.csv"])
+        .assert()
+        .success();
+    let shown = String::from_utf8(shown.get_output().stdout.clone()).unwrap();
+    let initial = summary["initial_eval_loss"].as_f64().unwrap();
+    assert!(shown.contains("steps 3"), "{shown}");
+    assert!(
+        shown.contains(&format!("initial {initial:.4} (step 0)")),
+        "{shown}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "steps 0..=3:\n{csv}");
+    assert!(
+        csv.starts_with("step,epoch,loss,learning_rate,grad_norm,tokens_per_second,eval_loss\n")
+    );
+    // Nothing is replaced without --force, and never the run's own history.
+    ftslm(dir.path())
+        .args(["metrics", "run", "--csv", "steps.csv"])
+        .assert()
+        .code(1)
+        .stderr(contains("--force"));
+    ftslm(dir.path())
+        .args(["metrics", "run", "--csv", "run/metrics.jsonl", "--force"])
+        .assert()
+        .code(1);
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    ftslm(dir.path())
+        .args(["metrics", "run", "--plot", "run/plots"])
+        .assert()
+        .code(1)
+        .stderr(contains("--force"));
 }
 
 #[test]

@@ -15,7 +15,7 @@ OUTPUT="$MOUNT_PATH/output"
 RUN_URI="s3://$BUCKET/${PREFIX:+$PREFIX/}$RUN_TIMESTAMP"
 CONTAINER="ftslm-train-$RUN_TIMESTAMP"
 # What a run archive holds; checkpoints stay on the volume.
-RUN_ITEMS=(final_model best_model metrics.jsonl logs run_summary.json)
+RUN_ITEMS=(final_model best_model metrics.jsonl logs run_summary.json plots)
 
 # The token from a secret's text on stdin: the bare string, or the "token"
 # (also "hf_token", "HF_TOKEN") field of a JSON object, as ftslm reads it.

@@ -10,6 +10,7 @@ mod eval;
 mod extract;
 mod generate;
 mod merge;
+mod metrics;
 mod model;
 mod params;
 mod quickstart;
@@ -26,7 +27,6 @@ use crate::cli::{Cli, Command};
 pub use config::load_config;
 use unbuilt::not_built;
 
-const ENGINE: &str = "the QLoRA training engine";
 const AWS: &str = "the AWS pipeline";
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -53,6 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Env { json } => env::run(json),
         Command::Selftest { json } => selftest::run(&global, json),
         Command::Push(_) => not_built("push", AWS),
-        Command::Metrics(_) => not_built("metrics", ENGINE),
+        Command::Metrics(args) => metrics::run(&global, &args),
     }
 }
