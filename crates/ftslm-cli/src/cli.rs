@@ -675,11 +675,25 @@ pub enum CheckpointsCommand {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Adapter directory (a run's final_model/)
+    /// An adapter directory, a run directory (its final_model/) or a
+    /// quickstart folder (its run/final_model/)
     pub adapter: PathBuf,
-    /// Hub repository, defaults to output.hf_repo
+    /// Hub repository OWNER/NAME, defaults to output.hf_repo
     #[arg(long)]
     pub repo: Option<String>,
+    /// The base model's Hub id, when the adapter was trained from a local path
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub base_model: Option<String>,
+    /// An `ftslm eval --out` report of this adapter, for the card's scores
+    /// (a quickstart folder's eval_after.json is found without it)
+    #[arg(long, value_name = "FILE")]
+    pub eval_report: Option<PathBuf>,
+    /// Show the files and the model card that would be sent, send nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan as JSON (with --dry-run)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

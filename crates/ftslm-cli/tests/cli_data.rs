@@ -61,12 +61,12 @@ fn completions_are_generated_for_each_shell() {
 }
 
 #[test]
-fn unbuilt_commands_say_so_and_fail() {
+fn push_of_a_folder_without_an_adapter_says_what_it_expected() {
     ftslm()
-        .args(["push", "runs/x/final_model"])
+        .args(["push", "runs/x/final_model", "--repo", "me/x", "--dry-run"])
         .assert()
         .code(1)
-        .stderr(contains("not built yet"));
+        .stderr(contains("holds no adapter: expected adapter_config.json"));
 }
 
 #[test]

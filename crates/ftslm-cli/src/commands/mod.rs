@@ -13,11 +13,11 @@ mod merge;
 mod metrics;
 mod model;
 mod params;
+mod push;
 mod quickstart;
 mod random_init;
 mod selftest;
 mod train;
-pub(crate) mod unbuilt;
 
 use std::process::ExitCode;
 
@@ -25,9 +25,6 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 pub use config::load_config;
-use unbuilt::not_built;
-
-const AWS: &str = "the AWS pipeline";
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
@@ -52,7 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkpoints(cmd) => cloud::checkpoints(&global, cmd),
         Command::Env { json } => env::run(json),
         Command::Selftest { json } => selftest::run(&global, json),
-        Command::Push(_) => not_built("push", AWS),
+        Command::Push(args) => push::run(&global, &args),
         Command::Metrics(args) => metrics::run(&global, &args),
     }
 }

@@ -9,7 +9,7 @@
 
 mod list;
 mod manifest;
-mod partfile;
+pub(crate) mod partfile;
 mod plan;
 mod pull;
 mod read;
