@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::error::TrainError;
 use crate::metrics::MetricRecord;
+use crate::run_dir::{METRICS_FILE, SUMMARY_FILE};
 
 /// One run's logged history and, when it was written, its summary.
 #[derive(Debug, Clone)]
@@ -85,10 +86,10 @@ impl RunHistory {
 
     /// A run directory: its `metrics.jsonl`, and `run_summary.json` if present.
     pub fn read_dir(dir: &Path) -> Result<Self, TrainError> {
-        let metrics_path = dir.join("metrics.jsonl");
+        let metrics_path = dir.join(METRICS_FILE);
         let metrics = std::fs::read_to_string(&metrics_path)
             .map_err(|e| TrainError::io("cannot read", &metrics_path, e))?;
-        let summary = std::fs::read_to_string(dir.join("run_summary.json")).ok();
+        let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE)).ok();
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -11,13 +11,11 @@ use ftslm_cloud::aws::{Aws, CloudTarget};
 use ftslm_cloud::runs::{read_run_files, RunSelector};
 use ftslm_train::charts::{chart_files, write_charts};
 use ftslm_train::history::{render_digest, runs_to_csv, HistoryDigest, RunHistory};
+use ftslm_train::run_dir::{METRICS_FILE as METRICS, SUMMARY_FILE as SUMMARY};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, MetricsArgs};
 use crate::output::{note, print_json};
-
-const METRICS: &str = "metrics.jsonl";
-const SUMMARY: &str = "run_summary.json";
 
 /// Where one run's history comes from.
 enum RunSource {
