@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{ftslm, synth};
@@ -24,34 +23,10 @@ print(json.dumps({
 }))
 "#;
 
-fn python_with_hub() -> Option<PathBuf> {
-    let python = std::env::var_os("FTSLM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    let ok = Command::new(&python)
-        .args(["-c", "import huggingface_hub"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import huggingface_hub (pip install huggingface_hub, or set FTSLM_PYTHON)",
-        python.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
 #[test]
 fn a_trained_run_plans_its_files_and_a_card_huggingface_hub_reads() {
     let model = ftslm_testkit::require_shared!("models/tiny-llama3");
-    let Some(python) = python_with_hub() else {
+    let Some(python) = ftslm_testkit::python_with("huggingface_hub") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

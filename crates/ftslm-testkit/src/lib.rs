@@ -2,6 +2,8 @@
 //! `../shared` beside the checkout (real models, goldens, data). Tests that need
 //! them must not pass vacuously on CI, so under `CI=true` a missing fixture is a
 //! panic, while on a developer machine without it the test says so and returns.
+//! The same holds for the test venv's Python packages that read our files back
+//! ([`python_with`]).
 
 #![forbid(unsafe_code)]
 
@@ -45,4 +47,29 @@ macro_rules! require_shared {
             None => return,
         }
     };
+}
+
+/// The test venv's Python (`$FTSLM_PYTHON`, else `.venv/bin/python` of the
+/// checkout) when it can import `module`; else `None` with a note, or a
+/// panic under `CI=true` (`scripts/test.sh` installs the venv).
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("FTSLM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+    let ok = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!(
+        "{} cannot import {module} (pip install {module}, or set FTSLM_PYTHON)",
+        python.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    None
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::{batches, line, options, LinearEngine};
@@ -20,33 +19,9 @@ out = {tag: [[e.step, e.value] for e in acc.Scalars(tag)] for tag in acc.Tags()[
 print(json.dumps(out))
 "#;
 
-fn python_with_tensorboard() -> Option<PathBuf> {
-    let python = std::env::var_os("FTSLM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-        });
-    let ok = Command::new(&python)
-        .args(["-c", "import tensorboard"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(python);
-    }
-    let why = format!(
-        "{} cannot import tensorboard (pip install tensorboard, or set FTSLM_PYTHON)",
-        python.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
 #[test]
 fn tensorboard_reads_our_event_files() {
-    let Some(python) = python_with_tensorboard() else {
+    let Some(python) = ftslm_testkit::python_with("tensorboard") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
